@@ -1,0 +1,37 @@
+"""Decoded frame → model input frame: resize short side, centre crop, RGB uint8 (MMAction2's test pipeline).
+
+swscale does the resize and the colour conversion in one pass straight from the decoder's frame; the crop is
+a numpy view. Sizes are rounded as MMAction2 (mmcv) rounds them, so the same frame gives the same pixels layout.
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation
+
+DEFAULT_INTERPOLATION = Interpolation.BILINEAR
+
+
+def resized_size(width: int, height: int, resize_short: int) -> tuple[int, int]:
+    """(width, height) after scaling the short side to ``resize_short`` (mmcv rounding: ``int(x + 0.5)``)."""
+    scale = resize_short / min(width, height)
+    return int(width * scale + 0.5), int(height * scale + 0.5)
+
+
+def centre_crop_origin(width: int, height: int, size: int) -> tuple[int, int]:
+    return (width - size) // 2, (height - size) // 2
+
+
+def to_model_rgb(
+    frame: av.VideoFrame,
+    *,
+    resize_short: int,
+    size: int,
+    interpolation: Interpolation = DEFAULT_INTERPOLATION,
+) -> np.ndarray:
+    """``[size, size, 3]`` uint8 RGB, resized and centre-cropped (a view of swscale's output)."""
+    w, h = resized_size(frame.width, frame.height, resize_short)
+    rgb = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation=interpolation)
+    x0, y0 = centre_crop_origin(w, h, size)
+    return rgb[y0 : y0 + size, x0 : x0 + size]

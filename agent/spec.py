@@ -1,0 +1,168 @@
+"""The model file contract: ``actionstream.spec`` metadata inside an exported ONNX file.
+
+Torch-free: the exporter writes a :class:`ModelSpec`, the agent reads it back with :func:`read_spec` and checks
+it against the graph's inputs and outputs (:func:`check_session`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+METADATA_KEY = "actionstream.spec"
+SPEC_FORMAT = 1
+
+
+class SpecError(ValueError):
+    """An ONNX file that does not follow the model contract; the message names the file and the key."""
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Literal["clip", "slow", "fast"] = Field(description="graph input name")
+    frames: int = Field(ge=1, description="frames in the clip")
+    stride_s: float = Field(gt=0, description="seconds between two sampled frames")
+
+    @property
+    def span_s(self) -> float:
+        return self.frames * self.stride_s
+
+
+class OutputSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "scores"
+    activation: Literal["softmax", "sigmoid", "none"] = "softmax"
+
+
+class SourceSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    checkpoint_sha256: str | None = Field(default=None, description="null for random weights")
+    exported_by: str
+
+
+class ModelSpec(BaseModel):
+    """What the agent needs to feed a model: labels, how to sample and preprocess each input."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")  # later formats may add keys
+
+    format: Literal[1] = SPEC_FORMAT
+    arch: str
+    labels: list[str] = Field(min_length=1)
+    inputs: list[InputSpec] = Field(min_length=1, max_length=2)
+    size: int = Field(ge=8, description="square crop side in pixels")
+    resize_short: int = Field(ge=8, description="short side before the centre crop")
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    output: OutputSpec = OutputSpec()
+    source: SourceSpec
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        names = [i.name for i in self.inputs]
+        if names not in (["clip"], ["slow", "fast"]):
+            raise ValueError(f"inputs must be named ['clip'] or ['slow', 'fast'], got {names}")
+        if len(names) == 2:
+            slow, fast = self.inputs
+            alpha = fast.frames // slow.frames
+            if fast.frames != alpha * slow.frames or abs(slow.stride_s - alpha * fast.stride_s) > 1e-3:
+                raise ValueError(
+                    f"slow/fast inputs must satisfy fast.frames = alpha*slow.frames and "
+                    f"slow.stride_s = alpha*fast.stride_s; got {slow} and {fast}"
+                )
+        if self.resize_short < self.size:
+            raise ValueError(f"resize_short ({self.resize_short}) must be >= size ({self.size})")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        return self
+
+    @property
+    def span_s(self) -> float:
+        """Seconds of video one prediction looks at (the longest input)."""
+        return max(i.span_s for i in self.inputs)
+
+    @property
+    def alpha(self) -> int:
+        """Frame-rate ratio fast/slow (1 for single-input models)."""
+        return self.inputs[-1].frames // self.inputs[0].frames
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def parse_spec(text: str, origin: str) -> ModelSpec:
+    """Parse spec JSON; ``origin`` names the file in error messages."""
+    try:
+        return ModelSpec.model_validate(json.loads(text))
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{origin}: metadata {METADATA_KEY!r} is not valid JSON ({e})") from None
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'spec'}: {err['msg']}" for err in e.errors())
+        raise SpecError(f"{origin}: metadata {METADATA_KEY!r} violates the model contract: {problems}") from None
+
+
+def open_session(path: str | Path, providers: list[str] | None = None) -> onnxruntime.InferenceSession:
+    """Open an ONNX Runtime session, turning load failures into a :class:`SpecError` naming the file."""
+    import onnxruntime
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: model file not found")
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... classes
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(f"{path}: not a loadable ONNX model ({first_line})") from None
+
+
+def read_spec(session: onnxruntime.InferenceSession, origin: str) -> ModelSpec:
+    """Read and validate the spec of an open session, then check it against the graph."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise SpecError(
+            f"{origin}: no {METADATA_KEY!r} metadata; export the model with export/to_onnx.py "
+            "(or add the spec JSON described in DESIGN.md)"
+        )
+    spec = parse_spec(meta[METADATA_KEY], origin)
+    check_session(spec, session, origin)
+    return spec
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Open ``path`` on the CPU and return its validated spec."""
+    return read_spec(open_session(path), str(path))
+
+
+def check_session(spec: ModelSpec, session: onnxruntime.InferenceSession, origin: str) -> None:
+    """The graph must take uint8 ``[N, T, size, size, 3]`` per spec input and give float ``[N, labels]``."""
+    graph_inputs = {i.name: i for i in session.get_inputs()}
+    expected = [i.name for i in spec.inputs]
+    if sorted(graph_inputs) != sorted(expected):
+        raise SpecError(f"{origin}: graph inputs {sorted(graph_inputs)} differ from spec inputs {expected}")
+    for inp in spec.inputs:
+        node = graph_inputs[inp.name]
+        if node.type != "tensor(uint8)":
+            raise SpecError(f"{origin}: input {inp.name!r} has type {node.type}, expected tensor(uint8)")
+        want = [inp.frames, spec.size, spec.size, 3]
+        if len(node.shape) != 5 or list(node.shape[1:]) != want:
+            raise SpecError(f"{origin}: input {inp.name!r} has shape {node.shape}, expected [N, {', '.join(map(str, want))}]")
+    outputs = {o.name: o for o in session.get_outputs()}
+    if spec.output.name not in outputs:
+        raise SpecError(f"{origin}: no output {spec.output.name!r} (graph outputs: {sorted(outputs)})")
+    out = outputs[spec.output.name]
+    if out.type != "tensor(float)":
+        raise SpecError(f"{origin}: output {out.name!r} has type {out.type}, expected tensor(float)")
+    if len(out.shape) != 2 or out.shape[1] != len(spec.labels):
+        raise SpecError(
+            f"{origin}: output {out.name!r} has shape {out.shape} but the spec lists {len(spec.labels)} labels"
+        )

@@ -1,0 +1,116 @@
+"""3D ResNet as in MMAction2's ``ResNet3d`` / ``ResNet3dPathway`` ("3x1x1" inflation, pytorch style).
+
+``inflate`` says, per stage and block, whether the block's first convolution gets a temporal kernel of 3.
+A pathway with ``lateral`` set also owns the SlowFast lateral convolutions that carry the fast pathway's
+features into it (MMAction2 keeps them on the slow pathway, hence their key names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from export.models.layers import conv3d_bn
+from export.models.resnet2d import STAGE_BLOCKS
+
+Inflate = tuple[int | tuple[int, ...], ...]
+
+
+class BasicBlock3d(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int, inflate: bool, downsample: nn.Module | None) -> None:
+        super().__init__()
+        kt = 3 if inflate else 1
+        self.conv1 = conv3d_bn(cin, planes, (kt, 3, 3), stride=(1, stride, stride))
+        self.conv2 = conv3d_bn(planes, planes, (kt, 3, 3), relu=False)
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.conv2(self.conv1(x)) + identity)
+
+
+class Bottleneck3d(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int, inflate: bool, downsample: nn.Module | None) -> None:
+        super().__init__()
+        self.conv1 = conv3d_bn(cin, planes, (3 if inflate else 1, 1, 1))
+        self.conv2 = conv3d_bn(planes, planes, (1, 3, 3), stride=(1, stride, stride))
+        self.conv3 = conv3d_bn(planes, planes * 4, (1, 1, 1), relu=False)
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
+
+
+@dataclass(frozen=True)
+class Lateral:
+    """Fast → slow fusion: time-strided convolutions doubling the fast pathway's channels."""
+
+    channel_ratio: int = 8
+    speed_ratio: int = 8
+    fusion_kernel: int = 5
+
+
+class ResNet3d(nn.Module):
+    """Clips ``[B, 3, T, H, W]`` → feature maps ``[B, C, T', H/32, W/32]``."""
+
+    def __init__(
+        self,
+        *,
+        depth: int = 50,
+        width: int = 64,
+        conv1_kernel: tuple[int, int, int] = (3, 7, 7),
+        conv1_stride_t: int = 1,
+        pool1_stride_t: int = 1,
+        with_pool2: bool = True,
+        inflate: Inflate = (1, 1, 1, 1),
+        lateral: Lateral | None = None,
+    ) -> None:
+        super().__init__()
+        block = Bottleneck3d if depth >= 50 else BasicBlock3d
+        self.conv1 = conv3d_bn(3, width, conv1_kernel, stride=(conv1_stride_t, 2, 2))
+        self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(pool1_stride_t, 2, 2), padding=(0, 1, 1))
+        self.pool2 = nn.MaxPool3d(kernel_size=(2, 1, 1), stride=(2, 1, 1)) if with_pool2 else None
+        self.stages = [f"layer{i + 1}" for i in range(4)]
+        self.laterals: list[str] = []
+
+        cin = width
+        for i, blocks in enumerate(STAGE_BLOCKS[depth]):
+            if lateral is not None:
+                name = "conv1_lateral" if i == 0 else f"layer{i}_lateral"
+                fast = cin // lateral.channel_ratio
+                kernel = (lateral.fusion_kernel, 1, 1)
+                conv = conv3d_bn(fast, 2 * fast, kernel, stride=(lateral.speed_ratio, 1, 1), norm=False)
+                self.add_module(name, conv)
+                self.laterals.append(name)
+                cin += 2 * fast
+            planes = width * 2**i
+            stride = 1 if i == 0 else 2
+            cout = planes * block.expansion
+            flags = inflate[i] if isinstance(inflate[i], tuple) else (inflate[i],) * blocks
+            if len(flags) != blocks:
+                raise ValueError(f"inflate for stage {i + 1} needs {blocks} entries, got {len(flags)}")
+            downsample = None
+            if stride != 1 or cin != cout:
+                downsample = conv3d_bn(cin, cout, (1, 1, 1), stride=(1, stride, stride), relu=False)
+            layers = [block(cin, planes, stride, bool(flags[0]), downsample)]
+            layers += [block(cout, planes, 1, bool(f), None) for f in flags[1:]]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
+            cin = cout
+        self.out_channels = cin
+
+    def stem(self, x: Tensor) -> Tensor:
+        return self.maxpool(self.conv1(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layer1(self.stem(x))
+        if self.pool2 is not None:
+            x = self.pool2(x)
+        return self.layer4(self.layer3(self.layer2(x)))

@@ -1,0 +1,235 @@
+"""Export a model to one self-describing ONNX file (see DESIGN.md, "Model file contract").
+
+    python export/to_onnx.py --arch slowfast_r50_4x16 --checkpoint ckpt.pth --num-classes 400 \\
+        --labels labels.txt --out model.onnx
+
+The graph takes uint8 NTHWC RGB clips, normalises them and permutes inside, and returns softmax scores; the
+``actionstream.spec`` metadata carries labels, sampling and preprocessing. After export, ONNX Runtime is run
+against PyTorch on the same input and the export fails if they disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from agent.spec import METADATA_KEY, InputSpec, ModelSpec, SourceSpec, SpecError, load_spec
+from export.checkpoints import CheckpointError, load_weights, read_checkpoint, sha256_of
+from export.models import ARCHS, build_model
+
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+TOLERANCE = {False: 1e-4, True: 1e-2}  # max |Δ probability|, fp32 / fp16
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+class ClipsToScores(nn.Module):
+    """uint8 ``[N, T, H, W, 3]`` clip(s) → probabilities ``[N, K]``; the graph the agent runs."""
+
+    def __init__(self, model: nn.Module, kind: str, *, mean=MEAN, std=STD, fp16: bool = False) -> None:
+        super().__init__()
+        self.model, self.kind, self.fp16 = model, kind, fp16
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def _prepare(self, clip: Tensor) -> Tensor:
+        x = (clip.float() - self.mean) / self.std  # same operations, same order as MMAction2's preprocessor
+        x = x.permute(0, 1, 4, 2, 3) if self.kind == "2d" else x.permute(0, 4, 1, 2, 3)
+        return x.half() if self.fp16 else x
+
+    def forward(self, *clips: Tensor) -> Tensor:
+        logits = self.model(*(self._prepare(c) for c in clips))
+        return torch.softmax(logits.float(), dim=1)
+
+
+def model_inputs(arch: str, *, segments: int, window_s: float, fps: float) -> list[InputSpec]:
+    if ARCHS[arch].kind == "2d":
+        return [InputSpec(name="clip", frames=segments, stride_s=window_s / segments)]
+    return [InputSpec(name=s.name, frames=s.frames, stride_s=s.interval / fps) for s in ARCHS[arch].inputs]
+
+
+def real_looking_clips(spec: ModelSpec, batch: int, seed: int = 0) -> list[Tensor]:
+    """Smooth random scenes drifting over time, plus sensor noise: activations in a realistic range."""
+    g = torch.Generator().manual_seed(seed)
+    longest = max(i.frames for i in spec.inputs)
+    scene = torch.rand(batch, 3, 6, 6, generator=g) * 255
+    scene = nn.functional.interpolate(scene, size=(spec.size * 2, spec.size * 2), mode="bicubic")
+    frames = []
+    for t in range(longest):
+        shift = t * spec.size // (2 * longest)
+        frames.append(scene[:, :, shift : shift + spec.size, shift : shift + spec.size])
+    video = torch.stack(frames, dim=1).permute(0, 1, 3, 4, 2)  # N T H W C
+    video = (video + torch.randn(video.shape, generator=g) * 4).clamp(0, 255).to(torch.uint8)
+    step = {i.name: longest // i.frames for i in spec.inputs}
+    return [video[:, :: step[i.name]][:, : i.frames].contiguous() for i in spec.inputs]
+
+
+def read_labels(path: Path, num_classes: int) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: cannot read labels file ({e})") from None
+    labels = [line.strip() for line in lines if line.strip()]
+    if len(labels) != num_classes:
+        raise ExportError(f"{path}: has {len(labels)} labels (one per non-empty line), expected {num_classes}")
+    if len(set(labels)) != len(labels):
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        raise ExportError(f"{path}: duplicate labels: {', '.join(dupes)}")
+    return labels
+
+
+def export(args: argparse.Namespace) -> float:
+    """Run the export; returns max |Δ probability| between ONNX Runtime and PyTorch."""
+    step = _Progress(5)
+    if args.arch not in ARCHS:
+        raise ExportError(f"--arch: unknown arch {args.arch!r}; expected one of: {', '.join(ARCHS)}")
+
+    ckpt = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    model_args = dict(ckpt.model_args) if ckpt else {}
+    if args.depth:
+        model_args["depth"] = args.depth
+    if args.width:
+        model_args["width"] = args.width
+    num_classes = args.num_classes or model_args.get("num_classes") or (ckpt and ckpt.num_classes) or 400
+    model_args["num_classes"] = num_classes
+    if args.labels:
+        labels = read_labels(args.labels, num_classes)
+    elif ckpt and ckpt.labels and len(ckpt.labels) == num_classes:
+        labels = ckpt.labels
+    else:
+        raise ExportError(f"--labels: a labels file with {num_classes} lines is required (the checkpoint has none)")
+
+    step(f"building {args.arch} ({num_classes} classes, {model_args})")
+    model = build_model(args.arch, **model_args).eval()
+    if ckpt:
+        step(f"loading {ckpt.path}")
+        load_weights(model, ckpt, reset_head=args.reset_head)
+    else:
+        step("no --checkpoint: exporting RANDOM weights (fine for tests, useless for recognition)")
+
+    spec = ModelSpec(
+        arch=args.arch,
+        labels=labels,
+        inputs=model_inputs(args.arch, segments=args.segments, window_s=args.window_s, fps=args.fps),
+        size=args.size,
+        resize_short=round(args.size * 256 / 224),
+        mean=MEAN,
+        std=STD,
+        source=SourceSpec(
+            checkpoint_sha256=sha256_of(ckpt.path) if ckpt else None, exported_by=f"actionstream {_version()}"
+        ),
+    )
+    graph = ClipsToScores(model.half() if args.fp16 else model, ARCHS[args.arch].kind, fp16=args.fp16).eval()
+    step(f"exporting to {args.out} (opset {args.opset}{', fp16' if args.fp16 else ''})")
+    _write_onnx(graph, spec, args.out, args.opset)
+
+    step("checking the file against the model contract")
+    load_spec(args.out)
+
+    step("comparing ONNX Runtime with PyTorch")
+    clips = real_looking_clips(spec, batch=3)
+    with torch.no_grad():
+        reference = ClipsToScores(model.float(), ARCHS[args.arch].kind)(*clips).numpy()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
+    got = session.run(["scores"], {i.name: c.numpy() for i, c in zip(spec.inputs, clips, strict=True)})[0]
+    delta = float(np.abs(got - reference).max())
+    same_top = bool((got.argmax(1) == reference.argmax(1)).all())
+    print(f"max |Δprob| = {delta:.3g} (tolerance {args.tolerance:g}), same top-1: {same_top}", flush=True)
+    if delta > args.tolerance:
+        raise ExportError(f"{args.out}: ONNX Runtime and PyTorch disagree by {delta:.3g} > {args.tolerance:g}")
+    return delta
+
+
+def _write_onnx(graph: nn.Module, spec: ModelSpec, out: Path, opset: int) -> None:
+    import onnx
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = tuple(real_looking_clips(spec, batch=2))
+    names = [i.name for i in spec.inputs]
+    batch = torch.export.Dim("N", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            graph,
+            example,
+            input_names=names,
+            output_names=["scores"],
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes=(tuple({0: batch} for _ in names),),  # forward(*clips): one varargs entry
+            verbose=False,
+        )
+    proto = program.model_proto
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, spec.to_json()
+    proto.producer_name = "actionstream"
+    onnx.save_model(proto, str(out), save_as_external_data=False)
+
+
+def _version() -> str:
+    try:
+        return version("actionstream")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class _Progress:
+    def __init__(self, total: int) -> None:
+        self.n, self.total, self.t0 = 0, total, time.monotonic()
+
+    def __call__(self, what: str) -> None:
+        self.n += 1
+        print(f"[{self.n}/{self.total} {time.monotonic() - self.t0:5.1f}s] {what}", flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="actionstream-export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
+    p.add_argument("--checkpoint", type=Path, help="MMAction2 or actionstream checkpoint; omit for random weights")
+    p.add_argument("--num-classes", type=int, help="classes (default: from the checkpoint, else 400)")
+    p.add_argument("--labels", type=Path, help="text file, one label per line, in class order")
+    p.add_argument("--out", type=Path, required=True, help="output .onnx file")
+    p.add_argument("--segments", type=int, default=8, help="TSN: frames (segments) per clip (default 8)")
+    p.add_argument("--window-s", type=float, default=4.0, help="TSN: seconds the segments span (default 4)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of the training data (Kinetics: 30)")
+    p.add_argument("--size", type=int, default=224, help="crop size in pixels (default 224)")
+    p.add_argument("--depth", type=int, choices=(18, 34, 50, 101), help="ResNet depth (default 50)")
+    p.add_argument("--width", type=int, help="base channels (default 64)")
+    p.add_argument("--reset-head", action="store_true", help="drop the checkpoint's head (class count differs)")
+    p.add_argument("--fp16", action="store_true", help="half-precision weights and compute (scores stay float32)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--tolerance", type=float, help="max |Δprob| vs PyTorch (default 1e-4, fp16 1e-2)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.tolerance is None:
+        args.tolerance = TOLERANCE[args.fp16]
+    try:
+        export(args)
+    except (ExportError, CheckpointError, SpecError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
