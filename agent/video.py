@@ -23,8 +23,9 @@ class Clip:
     inputs: dict[str, np.ndarray]  # name -> uint8 [T, size, size, 3]
 
 
-def frame_times(path: Path) -> np.ndarray:
-    """Presentation times (s) of every decodable frame, in presentation order."""
+def frame_times(path: str | Path) -> np.ndarray:
+    """Presentation times (s) of every decodable frame, in decoding order."""
+    path = Path(path)
     times = []
     with _open(path) as container:
         stream = container.streams.video[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -162,7 +163,8 @@ def _write_onnx(graph: nn.Module, spec: ModelSpec, out: Path, opset: int) -> Non
     example = tuple(real_looking_clips(spec, batch=2))
     names = [i.name for i in spec.inputs]
     batch = torch.export.Dim("N", min=1, max=4096)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*axis name.*")  # the exporter's note about naming Dim N
         program = torch.onnx.export(
             graph,
             example,

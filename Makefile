@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the tests use: broker, RTSP server, ffmpeg, promtool.
+APT_PACKAGES := mosquitto mosquitto-clients rtsp-server-perl ffmpeg prometheus
+APT_COMMANDS := mosquitto mosquitto_sub ffmpeg promtool
+
+.PHONY: install deps test demo lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@# torch from this machine's local wheel on x86_64 (a CUDA build that also runs on the CPU).
+	if [ "$$(uname -m)" = x86_64 ]; then $(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1; fi
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+deps:
+	@missing=0; for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	dpkg -s rtsp-server-perl >/dev/null 2>&1 || missing=1; \
+	if [ $$missing = 1 ]; then \
+		echo "installing Debian packages: $(APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+test: install deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m train.demo
+
+lint: install
+	$(VENV)/bin/ruff check agent export train tests bench
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,1 @@
+"""Training side: datasets, clip pipelines, the trainer and the synthetic motion data."""
