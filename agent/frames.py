@@ -23,6 +23,11 @@ def centre_crop_origin(width: int, height: int, size: int) -> tuple[int, int]:
     return (width - size) // 2, (height - size) // 2
 
 
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that make the frame upright (its display matrix), as ffmpeg autorotates."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
 def to_model_rgb(
     frame: av.VideoFrame,
     *,
@@ -30,8 +35,13 @@ def to_model_rgb(
     size: int,
     interpolation: Interpolation = DEFAULT_INTERPOLATION,
 ) -> np.ndarray:
-    """``[size, size, 3]`` uint8 RGB, resized and centre-cropped (a view of swscale's output)."""
-    w, h = resized_size(frame.width, frame.height, resize_short)
-    rgb = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation=interpolation)
+    """``[size, size, 3]`` uint8 RGB, upright, resized and centre-cropped (a view of swscale's output)."""
+    turns = quarter_turns(frame)
+    width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)  # as displayed
+    w, h = resized_size(width, height, resize_short)
+    sw, sh = (h, w) if turns % 2 else (w, h)  # as stored
+    rgb = frame.to_ndarray(width=sw, height=sh, format="rgb24", interpolation=interpolation)
+    if turns:
+        rgb = np.rot90(rgb, turns)
     x0, y0 = centre_crop_origin(w, h, size)
     return rgb[y0 : y0 + size, x0 : x0 + size]

@@ -1,0 +1,60 @@
+"""Every Prometheus metric of DESIGN.md, defined once; stages increment them where things happen.
+
+Each :class:`Metrics` owns its registry, so several agents (or tests) in one process never share counters.
+Label values are configured camera names and model names, never URLs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Latency buckets for 5 ms - 5 s, roughly x1.5 apart.
+LATENCY_BUCKETS = (0.005, 0.0075, 0.01, 0.015, 0.025, 0.04, 0.06, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.5, 2.5, 4.0, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r, ns = self.registry, "actionstream"
+        self.frames_decoded = Counter("frames_decoded", "Frames decoded", ["camera"], namespace=ns, registry=r)
+        self.frames_sampled = Counter(
+            "frames_sampled", "Decoded frames converted for a model input", ["camera"], namespace=ns, registry=r
+        )
+        self.frames_dropped = Counter(
+            "frames_dropped",
+            "Frames (or, for reason=stale_clip, clips) dropped, by reason",
+            ["camera", "reason"],
+            namespace=ns,
+            registry=r,
+        )
+        self.stream_up = Gauge("stream_up", "1 while the camera delivers frames", ["camera"], namespace=ns, registry=r)
+        self.stream_reconnects = Counter(
+            "stream_reconnects", "Times the stream was re-established after a loss", ["camera"], namespace=ns, registry=r
+        )
+        self.clips_inferred = Counter("clips_inferred", "Clips run through a model", ["model"], namespace=ns, registry=r)
+        self.inference_seconds = Histogram(
+            "inference_seconds", "Model run time per batch", ["model"], buckets=LATENCY_BUCKETS, namespace=ns, registry=r
+        )
+        self.batch_size = Histogram(
+            "batch_size", "Clips per model run", ["model"], buckets=BATCH_BUCKETS, namespace=ns, registry=r
+        )
+        self.event_latency_seconds = Histogram(
+            "event_latency_seconds",
+            "Newest frame received to event handed to MQTT",
+            ["camera"],
+            buckets=LATENCY_BUCKETS,
+            namespace=ns,
+            registry=r,
+        )
+        self.events = Counter("events", "Action events", ["camera", "label", "type"], namespace=ns, registry=r)
+        self.mqtt_connected = Gauge("mqtt_connected", "1 while connected to the broker", namespace=ns, registry=r)
+        self.mqtt_queued_messages = Gauge(
+            "mqtt_queued_messages", "Messages waiting for the broker", namespace=ns, registry=r
+        )
+        self.queue_depth = Gauge("queue_depth", "Items waiting in a pipeline stage", ["stage"], namespace=ns, registry=r)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current sample value by its exposed name (tests and stats)."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
