@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := mosquitto mosquitto-clients rtsp-server-perl ffmpeg prometheus
 APT_COMMANDS := mosquitto mosquitto_sub ffmpeg promtool
 
-.PHONY: install deps test demo lint clean
+.PHONY: install deps test demo lint clean bench
 
 install: $(STAMP)
 
@@ -38,3 +38,6 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .cache
+
+bench: install deps
+	$(PY) -m bench.decode

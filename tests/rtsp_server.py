@@ -1,0 +1,67 @@
+"""A real RTSP server for tests: Debian's rtsp-server-perl, fed by an ffmpeg publisher (RTP over UDP only)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RtspServer:
+    """``start()`` / ``kill()`` as often as a test likes; the publisher streams a live test pattern (GOP 0.5 s)."""
+
+    def __init__(self, path: str = "cam1", fps: int = 25) -> None:
+        for tool in ("rtsp-server-perl", "ffmpeg"):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f"{tool} is not installed: run `make deps` (make test does)")
+        self.path, self.fps = path, fps
+        self.client_port, self.source_port = free_port(), free_port()
+        self.procs: list[subprocess.Popen] = []
+
+    def url(self, user: str | None = None, password: str | None = None) -> str:
+        auth = f"{user}:{password}@" if user else ""
+        return f"rtsp://{auth}127.0.0.1:{self.client_port}/{self.path}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        server = subprocess.Popen(
+            ["rtsp-server-perl", "-c", str(self.client_port), "-s", str(self.source_port), "-l", "1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs = [server]
+        _wait_listening(self.client_port, timeout)
+        _wait_listening(self.source_port, timeout)
+        publisher = subprocess.Popen(
+            ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={self.fps}"]
+            + ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(self.fps // 2)]
+            + ["-pix_fmt", "yuv420p", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{self.path}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(publisher)
+        time.sleep(1.0)  # the publisher announces the stream
+        if publisher.poll() is not None:
+            raise RuntimeError("the ffmpeg RTSP publisher exited at start")
+
+    def kill(self) -> None:
+        for proc in reversed(self.procs):
+            proc.kill()
+            proc.wait(timeout=10)
+        self.procs = []
+
+
+def _wait_listening(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
