@@ -111,7 +111,9 @@ def parse_spec(text: str, origin: str) -> ModelSpec:
         raise SpecError(f"{origin}: metadata {METADATA_KEY!r} violates the model contract: {problems}") from None
 
 
-def open_session(path: str | Path, providers: list[str] | None = None) -> onnxruntime.InferenceSession:
+def open_session(
+    path: str | Path, providers: list | None = None, options: onnxruntime.SessionOptions | None = None
+) -> onnxruntime.InferenceSession:
     """Open an ONNX Runtime session, turning load failures into a :class:`SpecError` naming the file."""
     import onnxruntime
 
@@ -119,7 +121,9 @@ def open_session(path: str | Path, providers: list[str] | None = None) -> onnxru
     if not path.is_file():
         raise SpecError(f"{path}: model file not found")
     try:
-        return onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+        )
     except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... classes
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SpecError(f"{path}: not a loadable ONNX model ({first_line})") from None

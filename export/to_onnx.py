@@ -11,6 +11,7 @@ against PyTorch on the same input and the export fails if they disagree.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 import warnings
@@ -97,6 +98,12 @@ def export(args: argparse.Namespace) -> float:
     step = _Progress(5)
     if args.arch not in ARCHS:
         raise ExportError(f"--arch: unknown arch {args.arch!r}; expected one of: {', '.join(ARCHS)}")
+    for flag, value, low in (("--segments", args.segments, 1), ("--size", args.size, 32), ("--opset", args.opset, 18)):
+        if value < low:
+            raise ExportError(f"{flag}: must be at least {low}, got {value}")
+    for flag, value in (("--window-s", args.window_s), ("--fps", args.fps), ("--num-classes", args.num_classes or 1)):
+        if value <= 0:
+            raise ExportError(f"{flag}: must be positive, got {value}")
 
     ckpt = read_checkpoint(args.checkpoint) if args.checkpoint else None
     model_args = dict(ckpt.model_args) if ckpt else {}
@@ -133,7 +140,8 @@ def export(args: argparse.Namespace) -> float:
             checkpoint_sha256=sha256_of(ckpt.path) if ckpt else None, exported_by=f"actionstream {_version()}"
         ),
     )
-    graph = ClipsToScores(model.half() if args.fp16 else model, ARCHS[args.arch].kind, fp16=args.fp16).eval()
+    exported = copy.deepcopy(model).half() if args.fp16 else model  # the fp32 model stays the reference
+    graph = ClipsToScores(exported, ARCHS[args.arch].kind, fp16=args.fp16).eval()
     step(f"exporting to {args.out} (opset {args.opset}{', fp16' if args.fp16 else ''})")
     _write_onnx(graph, spec, args.out, args.opset)
 
@@ -143,7 +151,7 @@ def export(args: argparse.Namespace) -> float:
     step("comparing ONNX Runtime with PyTorch")
     clips = real_looking_clips(spec, batch=3)
     with torch.no_grad():
-        reference = ClipsToScores(model.float(), ARCHS[args.arch].kind)(*clips).numpy()
+        reference = ClipsToScores(model, ARCHS[args.arch].kind)(*clips).numpy()
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
@@ -228,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         export(args)
     except (ExportError, CheckpointError, SpecError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}")
     return 0
