@@ -1,16 +1,82 @@
-"""``actionstream`` command line: ``infer`` (offline, one video) and ``inspect`` (what a model file holds)."""
+"""``actionstream`` command line: ``run`` (the agent), ``check`` (a config), ``infer`` (one video offline) and
+``inspect`` (what a model file holds)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
+import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+from agent.config import AgentConfig, ConfigError, load_config, parse_config
 from agent.spec import SpecError, open_session, read_spec
 from agent.video import VideoError, frame_times, read_clips
+
+
+def _quick_config(args: argparse.Namespace) -> AgentConfig:
+    """``--camera NAME=URL ... --model PATH`` without a file."""
+    if not args.camera or not args.model:
+        raise ConfigError("run: give -c CONFIG, or at least one --camera NAME=URL and --model PATH")
+    cameras = []
+    for item in args.camera:
+        name, sep, url = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--camera: expected NAME=URL, got {item.split('@')[-1]!r}")
+        cameras.append({"name": name, "url": url, "every_s": args.every})
+    data: dict = {"cameras": cameras, "models": {"model": {"path": args.model}}}
+    if args.mqtt:
+        data["mqtt"] = {"url": args.mqtt}
+    if args.metrics_port is not None:
+        data["metrics"] = {"port": args.metrics_port}
+    if args.threshold is not None:
+        data["events"] = {"threshold": args.threshold, "end_threshold": args.threshold * 0.6}
+    return parse_config(data, "command line")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.app import Agent
+
+    config = load_config(args.config) if args.config else _quick_config(args)
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    agent = Agent(config)
+    agent.load()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await agent.run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from agent.runtime import ModelRuntime
+
+    config = load_config(args.config)
+    print(f"{args.config}: {len(config.cameras)} camera(s), {len(config.models)} model(s), OK")
+    for name, model in config.models.items():
+        runtime = ModelRuntime(name, model)
+        spec = runtime.spec
+        inputs = ", ".join(f"{i.name} {i.frames}x{i.stride_s * 1000:.0f}ms" for i in spec.inputs)
+        print(f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}")
+    for camera in config.cameras:
+        from agent.redact import redact_url
+
+        url = redact_url(camera.url.get_secret_value())
+        print(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
+    print(f"  events: {'MQTT ' + config.mqtt.url if config.mqtt else 'stdout (JSON lines)'}")
+    return 0
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -54,6 +120,20 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="actionstream", description="Real-time action recognition for live cameras.")
     sub = p.add_subparsers(dest="command", required=True)
 
+    run = sub.add_parser("run", help="run the agent: cameras → models → events on MQTT / stdout")
+    run.add_argument("-c", "--config", type=Path, help="YAML config (see config.example.yaml)")
+    run.add_argument("--camera", action="append", metavar="NAME=URL", help="quick form: a camera (repeatable)")
+    run.add_argument("--model", type=Path, help="quick form: the .onnx model for every camera")
+    run.add_argument("--mqtt", help="quick form: broker URL (default: events to stdout)")
+    run.add_argument("--metrics-port", type=int, help="quick form: /metrics port (default 9108)")
+    run.add_argument("--threshold", type=float, help="quick form: start threshold (default 0.5)")
+    run.add_argument("--every", type=float, default=1.0, help="quick form: seconds between clips (default 1)")
+    run.set_defaults(func=_run)
+
+    check = sub.add_parser("check", help="validate a config and open its models")
+    check.add_argument("-c", "--config", type=Path, required=True)
+    check.set_defaults(func=_check)
+
     infer = sub.add_parser("infer", help="recognise actions in a video file")
     infer.add_argument("video", help="video file")
     infer.add_argument("--model", required=True, help="exported .onnx model")
@@ -73,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, VideoError) as e:
+    except (ConfigError, SpecError, VideoError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

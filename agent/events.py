@@ -159,11 +159,13 @@ class EventTracker:
 
         ``clip_start`` / ``clip_end`` are the stream times of the clip's oldest / newest frames; ``received_at`` is
         the wall-clock time at which the newest frame was received. A NaN score counts as 0 (no evidence); an
-        infinite one as 0 or 1. Raises ValueError when there is not one score per model label.
+        infinite one as 0 or 1. ValueError when there is not one score per model label or a time is not finite.
         """
-        values = np.nan_to_num(np.asarray(scores, dtype=np.float64).reshape(-1), nan=0.0, posinf=1.0, neginf=0.0)
-        if values.shape[0] != len(self.labels):
-            raise ValueError(f"camera {self.camera!r}: got {values.shape[0]} scores for {len(self.labels)} labels")
+        values = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+        if values.shape != (len(self.labels),):
+            raise ValueError(f"camera {self.camera!r}: scores of shape {values.shape} for {len(self.labels)} labels")
+        if not all(map(math.isfinite, (clip_start, clip_end, received_at))):
+            raise ValueError(f"camera {self.camera!r}: non-finite clip times {clip_start}, {clip_end}, {received_at}")
         now = self._tick(received_at)
         self._clip = _Clip(received_at - (clip_end - clip_start), received_at, received_at, inference_ms)
         events = []
@@ -175,6 +177,8 @@ class EventTracker:
 
     def stream_down(self, now: float) -> list[Event]:
         """The stream stopped delivering frames: end every active action at ``now``; forget partial streaks."""
+        if not math.isfinite(now):
+            raise ValueError(f"camera {self.camera!r}: non-finite time {now}")
         now = self._tick(now)
         events = []
         for _, st in self._states:

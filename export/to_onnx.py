@@ -79,13 +79,13 @@ def real_looking_clips(spec: ModelSpec, batch: int, seed: int = 0) -> list[Tenso
     return [video[:, :: step[i.name]][:, : i.frames].contiguous() for i in spec.inputs]
 
 
-def read_labels(path: Path, num_classes: int) -> list[str]:
+def read_labels(path: Path, num_classes: int | None = None) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise ExportError(f"{path}: cannot read labels file ({e})") from None
     labels = [line.strip() for line in lines if line.strip()]
-    if len(labels) != num_classes:
+    if num_classes is not None and len(labels) != num_classes:
         raise ExportError(f"{path}: has {len(labels)} labels (one per non-empty line), expected {num_classes}")
     if len(set(labels)) != len(labels):
         dupes = sorted({x for x in labels if labels.count(x) > 1})
@@ -111,7 +111,8 @@ def export(args: argparse.Namespace) -> float:
         model_args["depth"] = args.depth
     if args.width:
         model_args["width"] = args.width
-    num_classes = args.num_classes or model_args.get("num_classes") or (ckpt and ckpt.num_classes) or 400
+    from_labels = len(read_labels(args.labels)) if args.labels else None
+    num_classes = args.num_classes or model_args.get("num_classes") or (ckpt and ckpt.num_classes) or from_labels or 400
     model_args["num_classes"] = num_classes
     if args.labels:
         labels = read_labels(args.labels, num_classes)
@@ -212,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="actionstream-export", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
     p.add_argument("--checkpoint", type=Path, help="MMAction2 or actionstream checkpoint; omit for random weights")
-    p.add_argument("--num-classes", type=int, help="classes (default: from the checkpoint, else 400)")
+    p.add_argument("--num-classes", type=int, help="classes (default: the checkpoint's, else the labels file's)")
     p.add_argument("--labels", type=Path, help="text file, one label per line, in class order")
     p.add_argument("--out", type=Path, required=True, help="output .onnx file")
     p.add_argument("--segments", type=int, default=8, help="TSN: frames (segments) per clip (default 8)")

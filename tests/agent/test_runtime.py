@@ -1,0 +1,82 @@
+"""ONNX Runtime sessions and cross-camera batching."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from agent.clips import Clip
+from agent.config import ModelConfig
+from agent.metrics import Metrics
+from agent.runtime import Batcher, ModelRuntime
+from agent.spec import SpecError
+
+
+def _clip(runtime: ModelRuntime, camera: str, seed: int) -> Clip:
+    rng = np.random.default_rng(seed)
+    spec = runtime.spec
+    inputs = {i.name: rng.integers(0, 256, (i.frames, spec.size, spec.size, 3), dtype=np.uint8) for i in spec.inputs}
+    return Clip(camera=camera, seq=1, inputs=inputs, start=0.0, end=2.0, received_at=1000.0)
+
+
+def test_four_cameras_are_batched_and_match_unbatched(tiny_model):
+    metrics = Metrics()
+    runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=200))
+    batcher = Batcher(runtime, metrics)
+    clips = [_clip(runtime, f"cam{i}", seed=i) for i in range(4)]
+
+    async def scenario():
+        worker = asyncio.create_task(batcher.run())
+        results = await asyncio.gather(*(batcher.infer(c) for c in clips))
+        worker.cancel()
+        return results
+
+    results = asyncio.run(scenario())
+    assert metrics.value("actionstream_batch_size_count", model="tiny") == 1  # one run...
+    assert metrics.value("actionstream_batch_size_sum", model="tiny") == 4  # ...of all four clips
+    assert metrics.value("actionstream_clips_inferred_total", model="tiny") == 4
+    assert metrics.value("actionstream_inference_seconds_count", model="tiny") == 1
+    for clip, (scores, ms) in zip(clips, results, strict=True):
+        alone = runtime.infer({name: frames[None] for name, frames in clip.inputs.items()})[0]
+        np.testing.assert_allclose(scores, alone, atol=1e-5)
+        assert ms > 0
+    assert not np.allclose(results[0][0], results[1][0]), "different clips should score differently"
+
+
+def test_batches_respect_max_batch(tiny_model):
+    metrics = Metrics()
+    runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_batch=3, max_wait_ms=200))
+    batcher = Batcher(runtime, metrics)
+
+    async def scenario():
+        worker = asyncio.create_task(batcher.run())
+        await asyncio.gather(*(batcher.infer(_clip(runtime, f"c{i}", i)) for i in range(7)))
+        worker.cancel()
+
+    asyncio.run(scenario())
+    assert metrics.value("actionstream_batch_size_sum", model="tiny") == 7
+    assert metrics.value("actionstream_batch_size_count", model="tiny") == 3  # 3 + 3 + 1
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error(tiny_model):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        try:
+            ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cuda"))
+        except SpecError as e:
+            assert "cuda" in str(e).lower() and str(tiny_model) in str(e)
+            return
+        pytest.skip("a CUDA device is present: the CUDA provider loaded")
+    with pytest.raises(SpecError, match="cuda"):
+        ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cuda"))
+
+
+def test_auto_device_falls_back_to_cpu_here(tiny_model):
+    runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model))
+    assert runtime.device in ("cpu", "cuda")
+    scores = runtime.infer({i.name: np.zeros((2, i.frames, 64, 64, 3), np.uint8) for i in runtime.spec.inputs})
+    assert scores.shape == (2, 5) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
