@@ -18,6 +18,8 @@ from agent.config import AgentConfig, ConfigError, load_config, parse_config
 from agent.spec import SpecError, open_session, read_spec
 from agent.video import VideoError, frame_times, read_clips
 
+BATCH = 8  # windows per model run in ``infer``
+
 
 def _quick_config(args: argparse.Namespace) -> AgentConfig:
     """``--camera NAME=URL ... --model PATH`` without a file."""
@@ -80,27 +82,42 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
+    """Windows over the whole video (MMAction2's multi-clip test, by time): a timeline and the averaged top-k."""
     session = open_session(args.model)
     spec = read_spec(session, str(args.model))
-    if args.every:
-        times = frame_times(args.video)
-        first_end = float(times.min()) + spec.span_s
-        ends = list(np.arange(first_end, float(times.max()) + 1e-9, args.every)) or [float(times.max())]
-    else:
-        ends = None
-    clips = read_clips(args.video, spec, ends)
+    times = frame_times(args.video)
+    every = args.every or spec.span_s
+    first, last = float(times.min()), float(times.max())
+    ends = [float(e) for e in np.arange(first + spec.span_s, last + 1e-6, every)] or [last]
     names = [i.name for i in spec.inputs]
-    for clip in clips:
-        t0 = time.perf_counter()
-        scores = session.run([spec.output.name], {n: clip.inputs[n][None] for n in names})[0][0]
-        ms = (time.perf_counter() - t0) * 1000
-        top = np.argsort(-scores)[: args.top_k]
-        if args.json:
-            print(json.dumps({"end": round(clip.end, 3), "top": [[spec.labels[i], float(scores[i])] for i in top]}))
-        else:
-            print(f"clip ending at {clip.end:.2f} s ({ms:.0f} ms):")
-            for rank, i in enumerate(top, 1):
-                print(f"  {rank}. {spec.labels[i]:<30} {scores[i]:.4f}")
+    timeline, all_scores = [], []
+    t0 = time.perf_counter()
+    for i in range(0, len(ends), BATCH):
+        clips = read_clips(args.video, spec, ends[i : i + BATCH])
+        batch = {n: np.stack([c.inputs[n] for c in clips]) for n in names}
+        scores = session.run([spec.output.name], batch)[0]
+        for clip, row in zip(clips, scores, strict=True):
+            top = [(spec.labels[k], float(row[k])) for k in np.argsort(-row)[: args.top_k]]
+            timeline.append({"start": round(max(first, clip.end - spec.span_s), 3), "end": round(clip.end, 3), "top": top})
+            all_scores.append(row)
+    mean = np.mean(all_scores, axis=0)
+    overall = [(spec.labels[k], float(mean[k])) for k in np.argsort(-mean)[: args.top_k]]
+    seconds = time.perf_counter() - t0
+    for w in timeline:
+        label, score = w["top"][0]
+        print(f"{w['start']:8.2f} - {w['end']:8.2f} s  {label:<30} {score:.3f}")
+    print(f"whole video ({len(timeline)} windows of {spec.span_s:.2f} s, {seconds:.2f} s):")
+    for rank, (label, score) in enumerate(overall, 1):
+        print(f"  {rank}. {label:<30} {score:.4f}")
+    if args.json:
+        report = {"video": str(args.video), "model": str(args.model), "arch": spec.arch, "top": overall}
+        args.json.write_text(json.dumps(report | {"timeline": timeline}, indent=1))
+        print(f"wrote {args.json}")
+    if args.annotate:
+        from agent.annotate import annotate
+
+        frames = annotate(Path(args.video), args.annotate, [(w["end"], w["top"]) for w in timeline])
+        print(f"wrote {args.annotate} ({frames} frames)")
     return 0
 
 
@@ -137,9 +154,10 @@ def parser() -> argparse.ArgumentParser:
     infer = sub.add_parser("infer", help="recognise actions in a video file")
     infer.add_argument("video", help="video file")
     infer.add_argument("--model", required=True, help="exported .onnx model")
-    infer.add_argument("--every", type=float, default=0, help="one clip every S seconds (default: the last clip)")
+    infer.add_argument("--every", type=float, default=0, help="a window every S seconds (default: the model's span)")
     infer.add_argument("--top-k", type=int, default=5)
-    infer.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    infer.add_argument("--json", type=Path, metavar="OUT.json", help="also write the timeline and top-k as JSON")
+    infer.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write the video with top labels drawn")
     infer.set_defaults(func=_infer)
 
     inspect = sub.add_parser("inspect", help="show what a model file holds (its actionstream.spec)")
