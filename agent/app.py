@@ -14,7 +14,7 @@ import time
 from prometheus_client import start_http_server
 
 from agent.config import AgentConfig, CameraConfig
-from agent.events import Event, EventTracker, unknown_labels
+from agent.events import Event, EventTracker, tracked_labels, unknown_labels
 from agent.metrics import Metrics
 from agent.runtime import Batcher, ModelRuntime
 from agent.sinks import MqttSink, StdoutSink
@@ -119,6 +119,7 @@ class _Pipeline:
         self.clips_task: asyncio.Task | None = None
 
     def start(self) -> list[asyncio.Task]:
+        self.sink.announce(self.name, tracked_labels(self.tracker.config, self.tracker.labels))
         self.clips_task = asyncio.create_task(self._clips(), name=f"camera-{self.name}")
         return [self.clips_task, asyncio.create_task(self._status(), name=f"status-{self.name}")]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import AgentConfig, ConfigError, load_config, parse_config
+from agent.redact import redact_url
 from agent.spec import SpecError, open_session, read_spec
 from agent.video import VideoError, frame_times, read_clips
 
@@ -73,11 +74,9 @@ def _check(args: argparse.Namespace) -> int:
         inputs = ", ".join(f"{i.name} {i.frames}x{i.stride_s * 1000:.0f}ms" for i in spec.inputs)
         print(f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}")
     for camera in config.cameras:
-        from agent.redact import redact_url
-
         url = redact_url(camera.url.get_secret_value())
         print(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
-    print(f"  events: {'MQTT ' + config.mqtt.url if config.mqtt else 'stdout (JSON lines)'}")
+    print(f"  events: {'MQTT ' + redact_url(config.mqtt.url) if config.mqtt else 'stdout (JSON lines)'}")
     return 0
 
 

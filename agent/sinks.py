@@ -130,7 +130,7 @@ def _valid_topic(topic: str) -> bool:
 def _describe_connect_error(exc: BaseException | None) -> str:
     """Words for a failed connection attempt (paho passes no exception; we read the one being handled)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"failed the TLS handshake ({exc.verify_message})"
+        return f"failed the TLS handshake (certificate verify failed: {exc.verify_message})"
     if isinstance(exc, ssl.SSLError):
         return f"failed the TLS handshake ({exc.reason or exc})"
     if isinstance(exc, ConnectionRefusedError):
@@ -164,15 +164,17 @@ class MqttSink:
         self._closing = self._closed = False
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._client_id = config.client_id or f"actionstream-{secrets.token_hex(4)}"
         self._secrets: list[str] = []
-        self._problem: str | None = None
-        self._problem_at = 0.0
+        self._problems_logged: dict[str, float] = {}  # connection problem → when it was last logged
+        self._recovery_due = False  # a problem was logged: say so when connected again
         self._drop_logged_at = -LOG_REPEAT_S
 
     # -- public API ---------------------------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
+        """Connected to the broker (as last reported by paho's network thread)."""
         return self._connected
 
     @property
@@ -229,9 +231,10 @@ class MqttSink:
         """Publish ``offline``, wait (bounded) for the queue to be acknowledged, disconnect."""
         assert self._client is not None, "MqttSink was not entered"
         self._closing = True
-        self._enqueue(_Message(self._available, 1, True, b"offline"))
+        # Disconnected: the broker has already published our Last Will, and nothing can be delivered now.
+        if self._connected:
+            self._enqueue(_Message(self._available, 1, True, b"offline"))
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
-        # Disconnected: the broker has already published our Last Will, and nothing can be delivered.
         while self._connected and self.queued and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         with self._lock:
@@ -275,7 +278,7 @@ class MqttSink:
         if now - self._drop_logged_at >= 10.0:
             self._drop_logged_at = now
             log.warning(
-                "MQTT: queue full (queue_max=%d) while %s is away: dropping the oldest messages (%d dropped so far)",
+                "MQTT: queue full (queue_max=%d, broker %s): dropped the oldest message (%d dropped so far)",
                 self.config.queue_max,
                 self._broker.display,
                 self.dropped,
@@ -307,16 +310,18 @@ class MqttSink:
     def _count(self) -> None:
         self.metrics.mqtt_queued_messages.set(len(self._pending) + len(self._inflight))
 
-    # -- paho's callbacks (network thread): they never take self._lock, paho holds its own locks here --------------
+    # -- set-up ---------------------------------------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
         config, broker = self.config, self._broker
-        self._client_id = config.client_id or f"actionstream-{secrets.token_hex(4)}"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self._client_id, clean_session=True, protocol=mqtt.MQTTv311
         )
         username = config.username or broker.username
-        password = config.secret() if (config.password or config.password_file) else broker.password
+        try:
+            password = config.secret() if (config.password or config.password_file) else broker.password
+        except OSError as e:
+            raise ConfigError(f"mqtt.password_file: cannot read {config.password_file} ({e.strerror})") from None
         if password:
             self._secrets = [s for s in {password, quote(password, safe="")} if s]
         if username:
@@ -346,15 +351,19 @@ class MqttSink:
                 raise ConfigError(f"mqtt.cert_file/key_file: cannot load the client certificate {what} ({e})") from None
         return context
 
+    # -- paho's callbacks (network thread): they never take self._lock, paho holds its own locks here --------------
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            self._problem_seen(f"refused the connection: {str(reason).lower()}", logging.ERROR)
+            what = f"MQTT broker {self._broker.display} refused the connection: {str(reason).lower()}; retrying"
+            self._problem_seen(what, logging.ERROR)
             return
         client.publish(self._available, "online", qos=1, retain=True)  # first, on every (re)connect
         self._call_soon(self._connected_cb)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._problem_seen(_describe_connect_error(sys.exc_info()[1]), logging.WARNING)
+        what = _describe_connect_error(sys.exc_info()[1])
+        self._problem_seen(f"MQTT broker {self._broker.display} {what}; retrying", logging.WARNING)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._call_soon(self._disconnected_cb, reason)
@@ -377,8 +386,9 @@ class MqttSink:
                 return
             self._connected = True
             self.metrics.mqtt_connected.set(1)
-            log.info("MQTT: connected to %s (%d message(s) waiting)", self._broker.display, len(self._pending))
-            self._problem = None
+            if self._recovery_due or not self._problems_logged:
+                log.info("MQTT: connected to %s (%d message(s) waiting)", self._broker.display, len(self._pending))
+                self._recovery_due = False
             self._pump()
             self._count()
 
@@ -391,7 +401,10 @@ class MqttSink:
             self._inflight.clear()
             self._count()
         if was_connected and not self._closing:
-            self._problem_seen(f"closed the connection ({reason})", logging.WARNING)
+            detail = str(reason).lower()
+            detail = "" if detail in ("unspecified error", "success") else f" ({detail})"
+            what = f"MQTT: lost the connection to {self._broker.display}{detail}; reconnecting"
+            self._problem_seen(what, logging.WARNING)
 
     def _acked(self, mid: int) -> None:
         with self._lock:
@@ -400,14 +413,15 @@ class MqttSink:
                 self._count()
 
     def _problem_seen(self, what: str, level: int) -> None:
-        """Log a connection problem once per distinct reason (and again after LOG_REPEAT_S)."""
+        """Log a connection problem once per distinct text (again after LOG_REPEAT_S); never the password."""
         now = time.monotonic()
-        if what == self._problem and now - self._problem_at < LOG_REPEAT_S:
+        if now - self._problems_logged.get(what, -LOG_REPEAT_S) < LOG_REPEAT_S:
             return
-        self._problem, self._problem_at = what, now
+        self._problems_logged[what] = now
+        self._recovery_due = True
         for secret in self._secrets:
             what = what.replace(secret, "***")
-        log.log(level, "MQTT broker %s %s; retrying", self._broker.display, what)
+        log.log(level, "%s", what)
 
 
 class StdoutSink:
