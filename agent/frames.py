@@ -45,3 +45,37 @@ def to_model_rgb(
         rgb = np.rot90(rgb, turns)
     x0, y0 = centre_crop_origin(w, h, size)
     return rgb[y0 : y0 + size, x0 : x0 + size]
+
+
+class BestEffortTimestamp:
+    """FFmpeg's best-effort timestamp (``guess_correct_pts``) for decoded frames, which arrive in display order.
+
+    Trust ``pts`` unless it has gone backwards more often than ``dts`` (AVI files with packed B-frames report
+    pts 1, 2, 4, 3, 5, 7, 6, ...); then use ``dts``. Live, the switch can cost one frame (the one whose bad pts
+    revealed the problem); offline, :func:`best_effort_times` decides once for the whole file.
+    """
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+
+    def __call__(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
+
+
+def best_effort_times(pts: list[int | None], dts: list[int | None]) -> list[int | None]:
+    """Offline: the same choice, made once with the whole file in view."""
+    guess = BestEffortTimestamp()
+    for p, d in zip(pts, dts, strict=True):
+        guess(p, d)
+    use_dts = guess.faulty_pts > guess.faulty_dts
+    return [d if (use_dts and d is not None) or p is None else p for p, d in zip(pts, dts, strict=True)]

@@ -22,7 +22,7 @@ import av
 
 from agent.clips import Clip, ClipBuffer
 from agent.config import SourceConfig
-from agent.frames import to_model_rgb
+from agent.frames import BestEffortTimestamp, to_model_rgb
 from agent.metrics import Metrics
 from agent.redact import Redactor
 from agent.spec import ModelSpec
@@ -137,6 +137,8 @@ class FrameSource:
             if not container.streams.video:
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
+            time_base = float(stream.time_base or 0)
+            best_effort = BestEffortTimestamp()
             self.on_reset()
             pace_origin: tuple[float, float] | None = None  # (stream time, monotonic) of the first frame
             clock_origin = time.monotonic()
@@ -157,7 +159,8 @@ class FrameSource:
                     self.last_frame_at = time.monotonic()
                     self._set_up()
                     self.metrics.frames_decoded.labels(**self._labels).inc()
-                    t = offset + (frame.time if frame.time is not None else self.last_frame_at - clock_origin)
+                    ticks = best_effort(frame.pts, frame.dts)
+                    t = offset + (ticks * time_base if ticks is not None else self.last_frame_at - clock_origin)
                     if self.is_file and self.config.realtime:
                         pace_origin = pace_origin or (t, time.monotonic())
                         wait = pace_origin[1] + (t - pace_origin[0]) - time.monotonic()

@@ -9,7 +9,7 @@ import av
 import numpy as np
 
 from agent.clips import sample_indices
-from agent.frames import to_model_rgb
+from agent.frames import best_effort_times, to_model_rgb
 from agent.spec import ModelSpec
 
 
@@ -24,21 +24,25 @@ class Clip:
 
 
 def frame_times(path: str | Path) -> np.ndarray:
-    """Presentation times (s) of every decodable frame, in decoding order."""
+    """Best-effort presentation times (s) of every decodable frame, in decoding order."""
     path = Path(path)
-    times = []
+    pts: list[int | None] = []
+    dts: list[int | None] = []
     with _open(path) as container:
         stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate or 25)
+        time_base = float(stream.time_base or 1 / rate)
         try:
             for frame in container.decode(stream):
-                times.append(frame.time if frame.time is not None else len(times) / rate)
+                pts.append(frame.pts)
+                dts.append(frame.dts)
         except av.FFmpegError as e:
-            if not times:
+            if not pts:
                 raise VideoError(f"{path}: no decodable video frames ({e})") from None
-    if not times:
+    if not pts:
         raise VideoError(f"{path}: no decodable video frames")
-    return np.asarray(times, dtype=np.float64)
+    ticks = best_effort_times(pts, dts)
+    return np.asarray([i / rate if t is None else t * time_base for i, t in enumerate(ticks)], dtype=np.float64)
 
 
 def read_clips(path: str | Path, spec: ModelSpec, ends: list[float] | None = None) -> list[Clip]:

@@ -1,0 +1,386 @@
+"""File sources on real videos: ``Camera`` (decode thread + clip buffer), ``to_model_rgb`` rotation, ``read_clips``.
+
+Expected clips come from ffprobe's timestamps and the buffer's documented rules (``expected_live`` in
+test_clips.py), never from the code under test. pytest-asyncio is not installed: each test runs its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from agent.config import SourceConfig
+from agent.frames import to_model_rgb
+from agent.metrics import Metrics
+from agent.sources import Camera
+from agent.spec import ModelSpec
+from agent.video import VideoError, frame_times, read_clips
+from tests.agent.test_clips import I3D, SLOWFAST, TSN, expected_live
+
+SIZE, SHORT = 112, 128
+DEMO = "mmaction2/demo/demo.mp4"  # 340x256, 28 fps, 280 frames
+SKELETON = "mmaction2/demo/demo_skeleton.mp4"  # 1920x1080, 30 fps with a 0.2 s hole: variable frame rate
+AVI = "mmaction2/tests/data/test.avi"  # mpeg4 (packed B-frames) in AVI, 25 fps, 164 frames
+CORRUPTED = "decord/tests/test_data/corrupted.mp4"
+ROTATED = "decord/tests/test_data/video_{}.mov"  # 568x320 coded, display matrix 0/90/180/270
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def make_spec(inputs: list[dict]) -> ModelSpec:
+    return ModelSpec(
+        arch="t",
+        labels=["a", "b"],
+        inputs=inputs,
+        size=SIZE,
+        resize_short=SHORT,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        source={"exported_by": "test"},
+    )
+
+
+def config(path: Path | str, **kw) -> SourceConfig:
+    base = dict(name="cam1", url=str(path), realtime=False, loop=False, every_s=1.0, stall_s=5.0, read_timeout_s=2.0)
+    base.update(backoff_initial_s=0.05, backoff_max_s=0.2)
+    base.update(kw)
+    return SourceConfig(**base)
+
+
+def ffprobe_times(path: Path, allow_missing: bool = False) -> list[float | None]:
+    """Presentation times (s) of every frame in decoding order, as ffprobe reports them (best effort)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "stream=time_base:frame=best_effort_timestamp", "-of", "json", str(path)],
+        capture_output=True, check=True, text=True,
+    ).stdout  # fmt: skip
+    doc = json.loads(out)
+    tb = Fraction(doc["streams"][0]["time_base"])
+    times = [
+        float(int(f["best_effort_timestamp"]) * tb) if "best_effort_timestamp" in f else None for f in doc["frames"]
+    ]
+    assert allow_missing or None not in times
+    return times
+
+
+def run_camera(cfg: SourceConfig, spec: ModelSpec, *, max_s: float, stop=None):
+    """Consume ``camera.clips()`` until it ends, ``stop(clips)`` is true, or ``max_s`` passes.
+
+    Returns (clips, metrics, ended): ``ended`` is True when the iterator finished by itself.
+    """
+    metrics = Metrics()
+    clips = []
+
+    async def main() -> bool:
+        async with Camera(cfg, spec, metrics) as camera:
+
+            async def consume() -> bool:
+                async for clip in camera.clips():
+                    clips.append(clip)
+                    if stop is not None and stop(clips):
+                        return False
+                return True
+
+            try:
+                return await asyncio.wait_for(consume(), max_s)
+            except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
+                return False
+
+    ended = asyncio.run(main())
+    return clips, metrics, ended
+
+
+def value(metrics: Metrics, name: str, **labels) -> float:
+    return metrics.value(f"actionstream_{name}", camera="cam1", **labels)
+
+
+def check_shapes(clip, spec: ModelSpec) -> None:
+    assert set(clip.inputs) == {i.name for i in spec.inputs}
+    for inp in spec.inputs:
+        arr = clip.inputs[inp.name]
+        assert arr.dtype == np.uint8 and arr.shape == (inp.frames, SIZE, SIZE, 3), inp.name
+    if "slow" in clip.inputs:
+        np.testing.assert_array_equal(clip.inputs["slow"], clip.inputs["fast"][:: spec.alpha])
+
+
+def match_expected(clip, expected: dict) -> tuple:
+    """The expected emission (frames, end slot, anchor) whose frames start and end where ``clip`` does."""
+    hits = [e for e in expected if abs(e[0] - clip.start) < 1e-9 and abs(e[1] - clip.end) < 1e-9]
+    assert len(hits) == 1, f"clip {clip.start}..{clip.end} is none of the expected {sorted(expected)}"
+    return expected[hits[0]]
+
+
+def expected_clips(inputs: list[dict], times: list[float], every_s: float):
+    emits, converted, restarts, dropped = expected_live(inputs, times, every_s)
+    fine = min(inputs, key=lambda i: i["stride_s"])["name"]
+    by_span = {(times[w[fine][0]], times[w[fine][-1]]): (w, slot, anchor) for w, slot, anchor in emits.values()}
+    return by_span, converted, restarts, dropped
+
+
+# -- Camera on real files ---------------------------------------------------------------------------------------
+
+
+def test_demo_every_frame_decoded_and_clips_match_the_rules(shared_data):
+    path = shared_data / DEMO
+    spec = make_spec(SLOWFAST)
+    times = ffprobe_times(path)
+    assert len(times) == 280
+    expected, converted, _, _ = expected_clips(SLOWFAST, times, 1.0)
+    assert len(expected) == 8
+
+    clips, metrics, ended = run_camera(config(path), spec, max_s=30)
+
+    assert ended, "clips() must end after a non-looping file"
+    assert value(metrics, "frames_decoded_total") == 280
+    assert value(metrics, "frames_sampled_total") == len(converted) < 280
+    assert value(metrics, "frames_dropped_total", reason="out_of_order") == 0
+    assert value(metrics, "stream_up") == 0  # the file is over
+    assert clips, "no clip from a 10 s file"
+    # the consumer gets the newest clip only: delivered + replaced-while-pending = every clip the buffer made
+    assert len(clips) + value(metrics, "frames_dropped_total", reason="stale_clip") == len(expected)
+    assert [c.seq for c in clips] == sorted({c.seq for c in clips})
+    assert clips[-1].end == pytest.approx(max(e for _, e in expected), abs=1e-9)
+    received = [c.received_at for c in clips]
+    assert received == sorted(received) and abs(received[-1] - time.time()) < 60
+    stride = SLOWFAST[1]["stride_s"]
+    ends = []
+    for clip in clips:
+        assert clip.camera == "cam1"
+        check_shapes(clip, spec)
+        _, slot, anchor = match_expected(clip, expected)
+        ends.append(anchor + slot * stride)
+    # the live clips hold exactly the pixels of the offline clips ending at the same grid instants
+    offline = read_clips(path, spec, ends=ends)
+    for live, off in zip(clips, offline, strict=True):
+        for name in live.inputs:
+            np.testing.assert_array_equal(live.inputs[name], off.inputs[name])
+
+
+def test_vfr_1080p_clips_assemble(shared_data):
+    path = shared_data / SKELETON
+    spec = make_spec(I3D)
+    times = ffprobe_times(path)
+    gaps = np.diff(times)
+    assert gaps.max() > 0.15 and gaps.min() < 0.04  # it really is variable frame rate
+    expected, converted, _, _ = expected_clips(I3D, times, 0.2)
+    assert len(expected) == 2  # slots 31 (2.07 s) and 36 (2.4 s: slot 34 falls in the hole, 2.2 s - 2.4 s)
+
+    clips, metrics, ended = run_camera(config(path, every_s=0.2), spec, max_s=30)
+
+    assert ended and clips
+    assert value(metrics, "frames_decoded_total") == len(times) == 72
+    assert value(metrics, "frames_sampled_total") == len(converted)
+    stride = I3D[0]["stride_s"]
+    for clip in clips:
+        check_shapes(clip, spec)
+        match_expected(clip, expected)
+        # 31 strides between the oldest and newest instants; each frame lies at most one frame gap before its instant
+        assert spec.span_s - stride - gaps.max() - 1e-9 <= clip.end - clip.start <= spec.span_s + 1e-9
+
+
+def test_mpeg4_avi_clips_assemble(shared_data):
+    path = shared_data / AVI
+    spec = make_spec(I3D)
+    clips, metrics, ended = run_camera(config(path), spec, max_s=30)
+    assert ended and clips
+    assert value(metrics, "frames_decoded_total") == 164
+    for clip in clips:
+        check_shapes(clip, spec)
+        # 31 strides between the oldest and newest instants, each frame at most 2 frames (0.08 s) before its instant
+        assert abs(clip.end - clip.start - 31 * I3D[0]["stride_s"]) <= 0.08 + 1e-9
+        assert clip.inputs["clip"].std() > 1  # real picture, not a blank ring
+
+
+def test_mpeg4_avi_frames_are_not_dropped_as_out_of_order(shared_data):
+    """Decoders hand frames over in display order; ffprobe's timestamps for them increase strictly.
+
+    PyAV's ``frame.pts`` for this AVI (packed B-frames) goes 1, 2, 4, 3, 5, 7, 6, ...: a camera reading this file
+    must still not throw away a third of its frames as out of order. Like FFmpeg's best-effort timestamp, the
+    live source switches to dts once pts has proven faulty, which can cost the one frame that revealed it.
+    """
+    path = shared_data / AVI
+    times = [t for t in ffprobe_times(path, allow_missing=True) if t is not None]  # ffprobe: N/A for the last
+    assert len(times) >= 163 and all(b > a for a, b in zip(times, times[1:], strict=False))
+    _, metrics, ended = run_camera(config(path), make_spec(I3D), max_s=30)
+    assert ended
+    assert value(metrics, "frames_dropped_total", reason="out_of_order") <= 1
+
+
+def test_mpeg4_avi_frame_times_increase(shared_data):
+    """``frame_times`` (decoding order) of a file whose frames come out in display order must increase."""
+    times = frame_times(shared_data / AVI)
+    assert len(times) == 164
+    assert np.all(np.diff(times) > 0), f"not increasing at frames {np.nonzero(np.diff(times) <= 0)[0][:5].tolist()}"
+
+
+def test_looping_file_stream_time_keeps_increasing(shared_data):
+    path = shared_data / DEMO
+    spec = make_spec(SLOWFAST)
+    clips, metrics, ended = run_camera(config(path, loop=True), spec, max_s=40, stop=lambda cs: cs[-1].end > 25.0)
+    assert not ended
+    assert clips[-1].end > 25.0, "a looping 10 s file must keep producing clips past its length"
+    assert value(metrics, "frames_decoded_total") >= 2 * 280
+    ends = [c.end for c in clips]
+    starts = [c.start for c in clips]
+    assert all(b > a for a, b in zip(ends, ends[1:], strict=False)), "stream time went backwards across a loop"
+    assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
+    for clip in clips:
+        check_shapes(clip, spec)
+        assert clip.end - clip.start <= spec.span_s + 1e-9  # never a clip stitched across the loop point
+    assert value(metrics, "frames_dropped_total", reason="out_of_order") == 0
+
+
+def test_realtime_file_paces_at_file_rate(shared_data):
+    path = shared_data / DEMO  # 28 fps
+    metrics = Metrics()
+    seen = {}
+
+    async def main() -> None:
+        async with Camera(config(path, realtime=True), make_spec(SLOWFAST), metrics):
+            await asyncio.sleep(0.5)
+            first = value(metrics, "frames_decoded_total")
+            seen["up"] = value(metrics, "stream_up")
+            t0 = time.monotonic()
+            await asyncio.sleep(2.0)
+            seen["frames"] = value(metrics, "frames_decoded_total") - first
+            seen["wall"] = time.monotonic() - t0
+            seen["exit_from"] = time.monotonic()
+        seen["exit_s"] = time.monotonic() - seen["exit_from"]
+
+    asyncio.run(main())
+    assert seen["up"] == 1
+    decoded_s = seen["frames"] / 28
+    assert 0.5 * seen["wall"] <= decoded_s <= 1.75 * seen["wall"], seen
+    assert seen["exit_s"] < 3.0, "leaving the context must stop a paced source promptly"
+    assert value(metrics, "stream_up") == 0
+
+
+def test_corrupted_file_does_not_break_the_camera(shared_data):
+    path = shared_data / CORRUPTED
+    spec = make_spec(SLOWFAST)
+    clips, metrics, _ = run_camera(config(path), spec, max_s=10)  # must not raise
+    decoded = value(metrics, "frames_decoded_total")
+    assert 0 < decoded <= 50
+    for clip in clips:
+        check_shapes(clip, spec)
+    # and the process keeps working: a good file right after
+    good, metrics2, ended = run_camera(config(shared_data / DEMO), spec, max_s=30)
+    assert ended and good and value(metrics2, "frames_decoded_total") == 280
+
+
+@pytest.fixture
+def random_file(tmp_path: Path) -> Path:
+    path = tmp_path / "noise.mp4"
+    path.write_bytes(np.random.default_rng(1234).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    return path
+
+
+def test_random_bytes_camera_retries_without_raising(random_file, shared_data, caplog):
+    spec = make_spec(SLOWFAST)
+    caplog.set_level(logging.WARNING, logger="actionstream.sources")
+    t0 = time.monotonic()
+    clips, metrics, ended = run_camera(config(random_file), spec, max_s=1.5)  # must not raise
+    assert time.monotonic() - t0 < 6, "leaving the context must stop a retrying source promptly"
+    assert clips == [] and not ended
+    assert value(metrics, "frames_decoded_total") == 0
+    assert value(metrics, "stream_up") == 0
+    retries = [r for r in caplog.records if "reconnect attempt" in r.getMessage() and "cam1" in r.getMessage()]
+    assert len(retries) >= 2, "an unreadable file is retried with backoff, and said so"
+    good, metrics2, ended = run_camera(config(shared_data / DEMO), spec, max_s=30)
+    assert ended and good
+
+
+# -- offline reading --------------------------------------------------------------------------------------------
+
+
+def test_read_clips_random_bytes_names_the_file(random_file):
+    spec = make_spec(TSN)
+    with pytest.raises(VideoError) as err:
+        read_clips(random_file, spec)
+    assert str(random_file) in str(err.value)
+    with pytest.raises(VideoError) as err:
+        frame_times(random_file)
+    assert str(random_file) in str(err.value)
+
+
+def test_read_clips_missing_file_names_the_file(tmp_path):
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(VideoError) as err:
+        read_clips(missing, make_spec(TSN))
+    assert str(missing) in str(err.value)
+
+
+def test_read_clips_audio_only_file_names_the_file(tmp_path):
+    import wave
+
+    path = tmp_path / "sound.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 8000)
+    with pytest.raises(VideoError) as err:
+        read_clips(path, make_spec(TSN))
+    assert str(path) in str(err.value)
+
+
+def test_read_clips_default_end_and_frames(shared_data):
+    path = shared_data / DEMO
+    times = ffprobe_times(path)
+    np.testing.assert_allclose(frame_times(path), times, atol=1e-9)
+    spec = make_spec(SLOWFAST)
+    [clip] = read_clips(path, spec)
+    assert clip.end == pytest.approx(times[-1])
+    check_shapes(clip, spec)
+    # the clip's newest frame is the file's last frame, converted as the agent converts it
+    with av.open(str(path)) as container:
+        *_, last = container.decode(video=0)
+        np.testing.assert_array_equal(clip.inputs["fast"][-1], to_model_rgb(last, resize_short=SHORT, size=SIZE))
+
+
+# -- rotation ---------------------------------------------------------------------------------------------------
+
+
+def ffmpeg_ppm(path: Path, scale: tuple[int, int] | None = None) -> np.ndarray:
+    """First frame as ffmpeg shows it (autorotated), optionally scaled after the rotation."""
+    vf = ["-vf", f"scale={scale[0]}:{scale[1]}:flags=bilinear"] if scale else []
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "1", *vf, "-f", "image2pipe", "-vcodec", "ppm", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    magic, dims, maxval, data = raw.split(b"\n", 3)
+    assert magic == b"P6" and maxval == b"255"
+    w, h = map(int, dims.split())
+    return np.frombuffer(data[: w * h * 3], np.uint8).reshape(h, w, 3)
+
+
+@pytest.mark.parametrize("angle", [0, 90, 180, 270])
+@pytest.mark.parametrize(("short", "size"), [(64, 64), (128, 112)])
+def test_to_model_rgb_is_upright_like_ffmpeg(shared_data, angle, short, size):
+    path = shared_data / ROTATED.format(angle)
+    upright = ffmpeg_ppm(path)
+    h, w = upright.shape[:2]
+    assert (w, h) == ((320, 568) if angle in (90, 270) else (568, 320))
+    scale = short / min(w, h)
+    rw, rh = int(w * scale + 0.5), int(h * scale + 0.5)
+    ref = ffmpeg_ppm(path, (rw, rh))
+    y0, x0 = (rh - size) // 2, (rw - size) // 2
+    ref = ref[y0 : y0 + size, x0 : x0 + size].astype(np.int16)
+
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+    out = to_model_rgb(frame, resize_short=short, size=size)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
+    mad = [float(np.abs(out.astype(np.int16) - np.rot90(ref, k)).mean()) for k in range(4)]
+    # a square centre crop of a frame turned the wrong way is the right crop turned: compare with those
+    assert mad[0] < 4, mad
+    assert mad[0] < min(mad[1:]) / 3, mad
