@@ -97,7 +97,9 @@ def _infer(args: argparse.Namespace) -> int:
         scores = session.run([spec.output.name], batch)[0]
         for clip, row in zip(clips, scores, strict=True):
             top = [(spec.labels[k], float(row[k])) for k in np.argsort(-row)[: args.top_k]]
-            timeline.append({"start": round(max(first, clip.end - spec.span_s), 3), "end": round(clip.end, 3), "top": top})
+            timeline.append(
+                {"start": round(max(first, clip.end - spec.span_s), 3), "end": round(clip.end, 3), "top": top}
+            )
             all_scores.append(row)
     mean = np.mean(all_scores, axis=0)
     overall = [(spec.labels[k], float(mean[k])) for k in np.argsort(-mean)[: args.top_k]]

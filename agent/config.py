@@ -68,7 +68,9 @@ class EventsConfig(Section):
     def _hysteresis(self) -> EventsConfig:
         for label, value in {"threshold": self.threshold, **self.thresholds}.items():
             if not self.end_threshold < value <= 1:
-                raise ValueError(f"end_threshold ({self.end_threshold}) must be below threshold for {label!r} ({value})")
+                raise ValueError(
+                    f"end_threshold ({self.end_threshold}) must be below threshold for {label!r} ({value})"
+                )
         return self
 
 
@@ -137,7 +139,9 @@ class AgentConfig(Section):
             if cam.model is None and len(self.models) > 1:
                 raise ValueError(f"camera {cam.name!r}: set `model` (several models are configured)")
             if cam.model is not None and cam.model not in self.models:
-                raise ValueError(f"camera {cam.name!r}: model {cam.model!r} is not in `models` ({', '.join(self.models)})")
+                raise ValueError(
+                    f"camera {cam.name!r}: model {cam.model!r} is not in `models` ({', '.join(self.models)})"
+                )
         return self
 
     def model_of(self, camera: CameraConfig) -> str:

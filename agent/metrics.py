@@ -30,11 +30,22 @@ class Metrics:
         )
         self.stream_up = Gauge("stream_up", "1 while the camera delivers frames", ["camera"], namespace=ns, registry=r)
         self.stream_reconnects = Counter(
-            "stream_reconnects", "Times the stream was re-established after a loss", ["camera"], namespace=ns, registry=r
+            "stream_reconnects",
+            "Times the stream was re-established after a loss",
+            ["camera"],
+            namespace=ns,
+            registry=r,
         )
-        self.clips_inferred = Counter("clips_inferred", "Clips run through a model", ["model"], namespace=ns, registry=r)
+        self.clips_inferred = Counter(
+            "clips_inferred", "Clips run through a model", ["model"], namespace=ns, registry=r
+        )
         self.inference_seconds = Histogram(
-            "inference_seconds", "Model run time per batch", ["model"], buckets=LATENCY_BUCKETS, namespace=ns, registry=r
+            "inference_seconds",
+            "Model run time per batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            namespace=ns,
+            registry=r,
         )
         self.batch_size = Histogram(
             "batch_size", "Clips per model run", ["model"], buckets=BATCH_BUCKETS, namespace=ns, registry=r
@@ -52,7 +63,9 @@ class Metrics:
         self.mqtt_queued_messages = Gauge(
             "mqtt_queued_messages", "Messages waiting for the broker", namespace=ns, registry=r
         )
-        self.queue_depth = Gauge("queue_depth", "Items waiting in a pipeline stage", ["stage"], namespace=ns, registry=r)
+        self.queue_depth = Gauge(
+            "queue_depth", "Items waiting in a pipeline stage", ["stage"], namespace=ns, registry=r
+        )
 
     def value(self, name: str, **labels: str) -> float:
         """Current sample value by its exposed name (tests and stats)."""

@@ -69,7 +69,9 @@ class ModelRuntime:
 
     def warm_up(self, batch_sizes: list[int]) -> None:
         for n in sorted(set(batch_sizes)):
-            self.infer({i.name: np.zeros((n, i.frames, self.spec.size, self.spec.size, 3), np.uint8) for i in self.spec.inputs})
+            self.infer(
+                {i.name: np.zeros((n, i.frames, self.spec.size, self.spec.size, 3), np.uint8) for i in self.spec.inputs}
+            )
 
 
 @dataclass

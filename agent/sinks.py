@@ -247,7 +247,7 @@ class MqttSink:
         self._client.disconnect()
         try:
             await asyncio.wait_for(asyncio.to_thread(self._client.loop_stop), FLUSH_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("MQTT: the network thread did not stop within %.0f s", FLUSH_TIMEOUT_S)
         self._connected = False
         self.metrics.mqtt_connected.set(0)

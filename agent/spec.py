@@ -159,7 +159,9 @@ def check_session(spec: ModelSpec, session: onnxruntime.InferenceSession, origin
             raise SpecError(f"{origin}: input {inp.name!r} has type {node.type}, expected tensor(uint8)")
         want = [inp.frames, spec.size, spec.size, 3]
         if len(node.shape) != 5 or list(node.shape[1:]) != want:
-            raise SpecError(f"{origin}: input {inp.name!r} has shape {node.shape}, expected [N, {', '.join(map(str, want))}]")
+            raise SpecError(
+                f"{origin}: input {inp.name!r} has shape {node.shape}, expected [N, {', '.join(map(str, want))}]"
+            )
     outputs = {o.name: o for o in session.get_outputs()}
     if spec.output.name not in outputs:
         raise SpecError(f"{origin}: no output {spec.output.name!r} (graph outputs: {sorted(outputs)})")

@@ -151,7 +151,11 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, *, reset_head: bool = False
     ]
     if missing or unexpected or mismatched:
         lines = [f"{ckpt.path}: checkpoint does not fit the model"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", mismatched),
+        ):
             if items:
                 shown = items[:10] + ([f"... and {len(items) - 10} more"] if len(items) > 10 else [])
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(shown))

@@ -43,8 +43,10 @@ def test_run_publishes_events_metrics_and_shuts_down_cleanly(tmp_path, tiny_mode
     )
     try:
         messages = subscriber.wait_for(
-            lambda ms: sum(m.topic == "actionstream/door/events" for m in ms) >= len(TINY_LABELS)
-            and any(m.topic == "actionstream/stats" for m in ms),
+            lambda ms: (
+                sum(m.topic == "actionstream/door/events" for m in ms) >= len(TINY_LABELS)
+                and any(m.topic == "actionstream/stats" for m in ms)
+            ),
             timeout=90,
         )
         events = [json.loads(m.payload) for m in messages if m.topic == "actionstream/door/events"]

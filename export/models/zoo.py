@@ -43,7 +43,9 @@ def _slowonly(num_classes: int, depth: int, width: int, dropout: float) -> Recog
     return Recognizer3D(backbone, I3DHead(backbone.out_channels, num_classes, dropout=dropout))
 
 
-def slowonly_r50_4x16(*, num_classes: int = 400, depth: int = 50, width: int = 64, dropout: float = 0.5) -> Recognizer3D:
+def slowonly_r50_4x16(
+    *, num_classes: int = 400, depth: int = 50, width: int = 64, dropout: float = 0.5
+) -> Recognizer3D:
     return _slowonly(num_classes, depth, width, dropout)
 
 

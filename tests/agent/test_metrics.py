@@ -68,4 +68,4 @@ def test_latency_buckets_cover_5ms_to_5s():
 
 def test_promtool_rejects_a_broken_exposition():
     # proves the check above can fail
-    assert promtool_check(b"# TYPE x counter\nx{a=\"1\" 3\n").returncode != 0
+    assert promtool_check(b'# TYPE x counter\nx{a="1" 3\n').returncode != 0

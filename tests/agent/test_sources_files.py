@@ -92,7 +92,7 @@ def run_camera(cfg: SourceConfig, spec: ModelSpec, *, max_s: float, stop=None):
 
             try:
                 return await asyncio.wait_for(consume(), max_s)
-            except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
+            except TimeoutError:  # distinct classes on Python 3.10
                 return False
 
     ended = asyncio.run(main())
