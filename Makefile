@@ -28,6 +28,7 @@ deps:
 	fi
 
 test: install deps
+	$(VENV)/bin/ruff check agent export train tests bench
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install

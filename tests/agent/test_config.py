@@ -117,3 +117,23 @@ def test_check_ok_prints_summary_without_password(tmp_path, capsys, tiny_model):
     out = capsys.readouterr().out
     assert "slowfast_r50_4x16" in out and "rtsp://u:***@h/s" in out and "pw" not in out.replace("pw", "", 0)
     assert ":pw@" not in out
+
+
+def test_quick_form_builds_the_same_config():
+    from agent.cli import _quick_config, parser
+
+    args = parser().parse_args(
+        ["run", "--camera", "door=rtsp://u:pw@h/1", "--camera", "yard=/v.mp4", "--model", "m.onnx"]
+        + ["--mqtt", "mqtt://broker:1883", "--metrics-port", "9200", "--threshold", "0.7", "--every", "0.5"]
+    )
+    config = _quick_config(args)
+    assert [c.name for c in config.cameras] == ["door", "yard"]
+    assert all(c.every_s == 0.5 and config.model_of(c) == "model" for c in config.cameras)
+    assert config.mqtt.url == "mqtt://broker:1883" and config.metrics.port == 9200
+    assert config.events.threshold == 0.7 and config.events.end_threshold < 0.7
+
+
+def test_quick_form_rejects_a_camera_without_name(capsys):
+    assert cli(["run", "--camera", "rtsp://u:pw@h/1", "--model", "m.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "--camera: expected NAME=URL" in err and "pw" not in err
