@@ -17,7 +17,7 @@ from agent.config import AgentConfig, CameraConfig
 from agent.events import Event, EventTracker, tracked_labels, unknown_labels
 from agent.metrics import Metrics
 from agent.runtime import Batcher, ModelRuntime
-from agent.sinks import MqttSink, StdoutSink
+from agent.sinks import MqttSink, Sink, StdoutSink
 from agent.sources import Camera
 
 log = logging.getLogger("actionstream")
@@ -25,9 +25,10 @@ STATUS_POLL_S = 0.25
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: AgentConfig, metrics: Metrics | None = None, sink: Sink | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self.sink = sink  # default: MQTT when configured, else stdout
         self.runtimes: dict[str, ModelRuntime] = {}
 
     def load(self) -> None:
@@ -60,7 +61,7 @@ class Agent:
                 self.config.metrics.port, addr=self.config.metrics.host, registry=self.metrics.registry
             )
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.config.metrics.port)
-        sink = MqttSink(self.config.mqtt, self.metrics) if self.config.mqtt else StdoutSink(self.metrics)
+        sink = self.sink or (MqttSink(self.config.mqtt, self.metrics) if self.config.mqtt else StdoutSink(self.metrics))
         batchers = {name: Batcher(rt, self.metrics) for name, rt in self.runtimes.items()}
         try:
             async with sink, contextlib.AsyncExitStack() as stack:
@@ -71,7 +72,7 @@ class Agent:
                     await stack.enter_async_context(pipeline.camera)
                     pipelines.append(pipeline)
                     tasks += pipeline.start()
-                if self.config.mqtt:
+                if isinstance(sink, MqttSink):
                     tasks.append(asyncio.create_task(self._stats(sink, pipelines), name="stats"))
                 cameras_done = asyncio.gather(*(p.clips_task for p in pipelines), return_exceptions=True)
                 stopped = asyncio.create_task(stop.wait())

@@ -161,6 +161,8 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write the video with top labels drawn")
     infer.set_defaults(func=_infer)
 
+    for name, (_, text) in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     inspect = sub.add_parser("inspect", help="show what a model file holds (its actionstream.spec)")
     inspect.add_argument("model")
     inspect.add_argument("--json", action="store_true")
@@ -168,7 +170,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+DELEGATED = {  # subcommands with their own parsers; train's need the `train` extra (torch)
+    "demo": ("agent.demo", "play the scripted stream through the agent with the bundled model; print a scorecard"),
+    "train": ("train.cli", "train a model from the zoo (needs the `train` extra)"),
+    "evaluate": ("train.cli", "evaluate a checkpoint on a list file (needs the `train` extra)"),
+    "synth": ("train.cli", "write the synthetic motion dataset / scripted stream"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in DELEGATED:
+        module = __import__(DELEGATED[argv[0]][0], fromlist=["main"])
+        return module.main(argv[1:] if argv[0] == "demo" else argv)
     args = parser().parse_args(argv)
     try:
         return args.func(args)
