@@ -19,27 +19,17 @@ from hypothesis import strategies as st
 
 from agent.clips import ClipBuffer, nearest_at_or_before, sample_indices, sample_times
 from agent.spec import ModelSpec
+from tests import specs
+from tests.specs import I3D, SLOWFAST, TSN
 
 EPS = 1e-6
 SIZE = 8
 
-TSN = [{"name": "clip", "frames": 8, "stride_s": 0.5}]
-I3D = [{"name": "clip", "frames": 32, "stride_s": 2 / 30}]
-SLOWFAST = [{"name": "slow", "frames": 4, "stride_s": 16 / 30}, {"name": "fast", "frames": 32, "stride_s": 2 / 30}]
 STYLES = {"tsn": TSN, "i3d": I3D, "slowfast": SLOWFAST}
 
 
 def make_spec(inputs: list[dict]) -> ModelSpec:
-    return ModelSpec(
-        arch="t",
-        labels=["a", "b"],
-        inputs=inputs,
-        size=SIZE,
-        resize_short=SIZE,
-        mean=(0, 0, 0),
-        std=(1, 1, 1),
-        source={"exported_by": "test"},
-    )
+    return specs.make_spec(inputs, size=SIZE)
 
 
 def encode(i: int) -> np.ndarray:

@@ -24,7 +24,9 @@ from agent.metrics import Metrics
 from agent.sources import Camera
 from agent.spec import ModelSpec
 from agent.video import VideoError, frame_times, read_clips
-from tests.agent.test_clips import I3D, SLOWFAST, TSN, expected_live
+from tests import specs
+from tests.agent.test_clips import expected_live
+from tests.specs import I3D, SLOWFAST, TSN
 
 SIZE, SHORT = 112, 128
 DEMO = "mmaction2/demo/demo.mp4"  # 340x256, 28 fps, 280 frames
@@ -37,16 +39,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def make_spec(inputs: list[dict]) -> ModelSpec:
-    return ModelSpec(
-        arch="t",
-        labels=["a", "b"],
-        inputs=inputs,
-        size=SIZE,
-        resize_short=SHORT,
-        mean=(0, 0, 0),
-        std=(1, 1, 1),
-        source={"exported_by": "test"},
-    )
+    return specs.make_spec(inputs, size=SIZE, resize_short=SHORT)
 
 
 def config(path: Path | str, **kw) -> SourceConfig:

@@ -12,19 +12,14 @@ from prometheus_client import generate_latest
 from agent.config import SourceConfig
 from agent.metrics import Metrics
 from agent.sources import Camera
-from agent.spec import ModelSpec
 from tests.rtsp_server import RtspServer
+from tests.specs import make_spec
 
 PASSWORD = "s3cr3t-Pa55"
-SPEC = ModelSpec(
-    arch="test",
-    labels=["a", "b"],
-    inputs=[{"name": "slow", "frames": 2, "stride_s": 0.4}, {"name": "fast", "frames": 8, "stride_s": 0.1}],
+SPEC = make_spec(
+    [{"name": "slow", "frames": 2, "stride_s": 0.4}, {"name": "fast", "frames": 8, "stride_s": 0.1}],
     size=64,
     resize_short=72,
-    mean=(0, 0, 0),
-    std=(1, 1, 1),
-    source={"exported_by": "test"},
 )
 
 
