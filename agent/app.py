@@ -74,7 +74,12 @@ class Agent:
                     tasks += pipeline.start()
                 if isinstance(sink, MqttSink):
                     tasks.append(asyncio.create_task(self._stats(sink, pipelines), name="stats"))
-                cameras_done = asyncio.gather(*(p.clips_task for p in pipelines), return_exceptions=True)
+                # A shard without cameras (agent/shard.py) idles until stopped, still serving metrics and MQTT.
+                cameras_done = (
+                    asyncio.gather(*(p.clips_task for p in pipelines), return_exceptions=True)
+                    if pipelines
+                    else asyncio.get_running_loop().create_future()
+                )
                 stopped = asyncio.create_task(stop.wait())
                 await asyncio.wait([stopped, cameras_done], return_when=asyncio.FIRST_COMPLETED)
                 log.info("stopping")

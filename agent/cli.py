@@ -16,6 +16,7 @@ import numpy as np
 
 from agent.config import AgentConfig, ConfigError, load_config, parse_config
 from agent.redact import redact_url
+from agent.shard import ShardError, assignment, resolve_shard, select
 from agent.spec import SpecError, open_session, read_spec
 from agent.video import VideoError, frame_times, read_clips
 
@@ -42,6 +43,25 @@ def _quick_config(args: argparse.Namespace) -> AgentConfig:
     return parse_config(data, "command line")
 
 
+def _shard(config: AgentConfig, flag: str | None) -> AgentConfig:
+    """Keep this replica's cameras: ``--shard i/N``, else ``ACTIONSTREAM_SHARD`` / ``ACTIONSTREAM_SHARDS`` (+ the
+    StatefulSet ordinal); nothing set: all of them. See agent/shard.py."""
+    try:
+        shard = resolve_shard(flag)
+    except ShardError as e:
+        raise ConfigError(str(e)) from None
+    if shard is None:
+        return config
+    index, count = shard
+    mine = select(config.cameras, index, count)
+    log = logging.getLogger("actionstream")
+    names = ", ".join(c.name for c in mine) or "none"
+    log.info("shard %d/%d: %d of %d camera(s): %s", index, count, len(mine), len(config.cameras), names)
+    if not mine:
+        log.warning("shard %d/%d: no camera hashes to this shard; idling (metrics and MQTT stay up)", index, count)
+    return config.model_copy(update={"cameras": mine})
+
+
 def _run(args: argparse.Namespace) -> int:
     from agent.app import Agent
 
@@ -49,6 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    config = _shard(config, args.shard)
     agent = Agent(config)
     agent.load()
 
@@ -77,6 +98,11 @@ def _check(args: argparse.Namespace) -> int:
         url = redact_url(camera.url.get_secret_value())
         print(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
     print(f"  events: {'MQTT ' + redact_url(config.mqtt.url) if config.mqtt else 'stdout (JSON lines)'}")
+    if args.shards is not None:
+        if args.shards < 1:
+            raise ConfigError(f"--shards: expected a positive number of shards, got {args.shards}")
+        for index, names in assignment([c.name for c in config.cameras], args.shards).items():
+            print(f"  shard {index}/{args.shards}: {', '.join(names) or '(no cameras)'}")
     return 0
 
 
@@ -146,10 +172,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, help="quick form: /metrics port (default 9108)")
     run.add_argument("--threshold", type=float, help="quick form: start threshold (default 0.5)")
     run.add_argument("--every", type=float, default=1.0, help="quick form: seconds between clips (default 1)")
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only the cameras whose stable name hash modulo N is I (0-based); default: ACTIONSTREAM_SHARD, "
+        "or ACTIONSTREAM_SHARDS=N with the StatefulSet pod ordinal, else every camera",
+    )
     run.set_defaults(func=_run)
 
     check = sub.add_parser("check", help="validate a config and open its models")
     check.add_argument("-c", "--config", type=Path, required=True)
+    check.add_argument("--shards", type=int, metavar="N", help="also print which of N shards runs each camera")
     check.set_defaults(func=_check)
 
     infer = sub.add_parser("infer", help="recognise actions in a video file")
