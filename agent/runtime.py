@@ -12,6 +12,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -52,7 +53,9 @@ class ModelRuntime:
         if config.device == "cuda" and self.device != "cuda":
             raise SpecError(f"{config.path}: device 'cuda' requested but the CUDA provider did not load")
         if config.device == "auto" and len(providers) > 1 and self.device == "cpu":
-            log.warning("model %s: the CUDA provider did not load (CUDA/cuDNN missing?); running on the CPU", name)
+            # Loud only where a GPU is visible: onnxruntime-gpu is the default install on CPU-only boxes too.
+            level = logging.WARNING if Path("/dev/nvidia0").exists() else logging.INFO
+            log.log(level, "model %s: the CUDA provider did not load (CUDA/cuDNN missing?); running on the CPU", name)
         self.spec: ModelSpec = read_spec(self.session, str(config.path))
         self.input_names = [i.name for i in self.spec.inputs]
 
