@@ -32,7 +32,7 @@ test: install deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m train.demo
+	$(PY) -m agent demo
 
 lint: install
 	$(VENV)/bin/ruff check agent export train tests bench

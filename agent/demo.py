@@ -162,6 +162,7 @@ def run_demo(model: Path = DEMO_MODEL, mqtt: str | None = None) -> dict:
     video, truth = ensure_stream()
     if mqtt is None and _broker_reachable():
         mqtt = "mqtt://127.0.0.1:1883"
+    mqtt = mqtt or None  # "" means: terminal only
     config = parse_config(
         {
             "cameras": [{"name": "demo", "url": str(video), "realtime": True, "every_s": 0.5}],
@@ -211,7 +212,9 @@ def print_scorecard(card: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="actionstream demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=DEMO_MODEL)
-    p.add_argument("--mqtt", help="broker URL (default: mqtt://127.0.0.1:1883 when reachable, else terminal only)")
+    p.add_argument(
+        "--mqtt", help='broker URL (default: mqtt://127.0.0.1:1883 when reachable, else terminal only; "" = terminal)'
+    )
     args = p.parse_args(argv)
     run_demo(args.model, args.mqtt)
     return 0
