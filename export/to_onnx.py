@@ -186,6 +186,9 @@ def _write_onnx(graph: nn.Module, spec: ModelSpec, out: Path, opset: int) -> Non
             verbose=False,
         )
     proto = program.model_proto
+    for node in proto.graph.node:  # the exporter's provenance (stack traces with local paths) stays here
+        del node.metadata_props[:]
+        node.doc_string = ""
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, spec.to_json()

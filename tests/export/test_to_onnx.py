@@ -16,6 +16,7 @@ from agent.spec import METADATA_KEY, ModelSpec, load_spec
 from export import to_onnx
 from export.checkpoints import load_weights, read_checkpoint, save_checkpoint
 from export.models import ARCHS, build_model
+from tests.conftest import ROOT
 
 SIZE = 64
 NUM_CLASSES = 5
@@ -108,6 +109,9 @@ def test_export_is_one_self_contained_file(exported):
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
     assert [p.key for p in proto.metadata_props] == [METADATA_KEY]
     onnx.checker.check_model(proto)
+    # no exporter provenance: stack traces would carry the exporting machine's paths into the file
+    assert not any(node.metadata_props or node.doc_string for node in proto.graph.node)
+    assert str(ROOT).encode() not in exported.onnx_path.read_bytes()
 
 
 def test_spec_fields(exported):
