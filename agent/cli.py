@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SpecError, VideoError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. the metrics port is taken, an output file cannot be written
+        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -137,3 +137,20 @@ def test_quick_form_rejects_a_camera_without_name(capsys):
     assert cli(["run", "--camera", "rtsp://u:pw@h/1", "--model", "m.onnx"]) == 2
     err = capsys.readouterr().err
     assert "--camera: expected NAME=URL" in err and "pw" not in err
+
+
+def test_run_with_metrics_port_taken_is_one_error_line(tmp_path, capsys, tiny_model):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = {
+            "cameras": [{"name": "door", "url": str(tmp_path / "absent.mp4")}],
+            "models": {"m": {"path": str(tiny_model)}},
+            "metrics": {"host": "127.0.0.1", "port": port},
+        }
+        assert cli(["run", "-c", str(_write(tmp_path, data))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and "in use" in err.lower()
