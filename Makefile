@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := mosquitto mosquitto-clients rtsp-server-perl ffmpeg prometheus
 APT_COMMANDS := mosquitto mosquitto_sub ffmpeg promtool
 
-.PHONY: install deps test demo lint clean bench
+.PHONY: install deps test demo lint clean bench soak
 
 install: $(STAMP)
 
@@ -41,4 +41,9 @@ clean:
 	rm -rf $(VENV) .cache
 
 bench: install deps
-	$(PY) -m bench.decode
+	$(PY) -m bench
+
+# The reliability soak for 10 minutes (CI runs the same test for 60 s), then docs/RELIABILITY.md from the results.
+soak: install deps
+	ACTIONSTREAM_SOAK_S=600 $(PY) -m pytest -q -m soak tests/reliability $(PYTEST_ARGS)
+	$(PY) -m tests.reliability.report

@@ -1,4 +1,5 @@
-"""``actionstream infer --annotate``: re-encode a video with the current top labels drawn on each frame.
+"""``actionstream infer --annotate``: re-encode a video with the current top labels drawn on each frame, and for
+person models each person's box with their top actions.
 
 Text uses a built-in 5x7 bitmap font (upper-case letters, digits, a few signs), so the agent needs no imaging
 library.
@@ -79,9 +80,33 @@ def draw_text(image: np.ndarray, text: str, x: int, y: int, scale: int = 2) -> N
         region[glyph[: region.shape[0], : region.shape[1]]] = 255
 
 
-def annotate(video: Path, out: Path, timeline: list[tuple[float, list[tuple[str, float]]]]) -> int:
-    """Write ``out``: each frame shows the top labels of the newest window ending at or before it."""
+Box = tuple[float, float, float, float]
+BOX_COLOURS = ((255, 64, 64), (64, 200, 255), (255, 210, 0), (120, 255, 120), (255, 120, 255), (255, 255, 255))
+
+
+def draw_box(image: np.ndarray, box: Box, colour: tuple[int, int, int], thickness: int = 2) -> tuple[int, int]:
+    """Outline a normalised box in place; returns its top-left corner in pixels."""
+    h, w = image.shape[:2]
+    x1, x2 = (min(max(int(round(v * w)), 0), w - 1) for v in (box[0], box[2]))
+    y1, y2 = (min(max(int(round(v * h)), 0), h - 1) for v in (box[1], box[3]))
+    t = thickness
+    image[y1 : y1 + t, x1 : x2 + 1] = colour
+    image[max(y2 - t + 1, 0) : y2 + 1, x1 : x2 + 1] = colour
+    image[y1 : y2 + 1, x1 : x1 + t] = colour
+    image[y1 : y2 + 1, max(x2 - t + 1, 0) : x2 + 1] = colour
+    return x1, y1
+
+
+def annotate(
+    video: Path,
+    out: Path,
+    timeline: list[tuple[float, list[tuple[str, float]]]],
+    people: list[tuple[float, list[tuple[Box, list[tuple[str, float]]]]]] | None = None,
+) -> int:
+    """Write ``out``: each frame shows the top labels of the newest window ending at or before it and, for person
+    models, the boxes of the newest key time at or before it, each with its top three actions."""
     ends = [end for end, _ in timeline]
+    keys = [t for t, _ in people or []]
     written = 0
     with av.open(str(video)) as src, av.open(str(out), mode="w") as dst:
         stream_in = src.streams.video[0]
@@ -95,10 +120,15 @@ def annotate(video: Path, out: Path, timeline: list[tuple[float, list[tuple[str,
             image = np.ascontiguousarray(image[: stream_out.height, : stream_out.width])
             t = frame.time or 0.0
             current = max((i for i, end in enumerate(ends) if end <= t + 1e-6), default=None)
+            scale = max(1, image.shape[0] // 240)
             if current is not None:
-                scale = max(1, image.shape[0] // 240)
                 for row, (label, score) in enumerate(timeline[current][1][:3]):
                     draw_text(image, f"{label} {score:.2f}", 4 * scale, 4 * scale + row * 10 * scale, scale)
+            key = max((i for i, k in enumerate(keys) if k <= t + 1e-6), default=None)
+            for n, (box, top) in enumerate(people[key][1] if key is not None else []):
+                x, y = draw_box(image, box, BOX_COLOURS[n % len(BOX_COLOURS)], thickness=scale)
+                for row, (label, score) in enumerate(top[:3]):
+                    draw_text(image, f"{label} {score:.2f}", x + scale, y + scale + row * 9 * scale, scale)
             for packet in stream_out.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 dst.mux(packet)
             written += 1

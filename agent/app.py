@@ -10,13 +10,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from prometheus_client import start_http_server
 
-from agent.config import AgentConfig, CameraConfig
-from agent.events import Event, EventTracker, tracked_labels, unknown_labels
+from agent.clips import Clip
+from agent.config import AgentConfig, CameraConfig, ConfigError
+from agent.events import Event, EventTracker, PersonEvents, tracked_labels, unknown_labels
 from agent.metrics import Metrics
-from agent.runtime import Batcher, ModelRuntime
+from agent.people import IouTracker, PersonDetector
+from agent.runtime import Batcher, ModelRuntime, providers_for
 from agent.sinks import MqttSink, Sink, StdoutSink
 from agent.sources import Camera
 
@@ -30,6 +34,7 @@ class Agent:
         self.metrics = metrics or Metrics()
         self.sink = sink  # default: MQTT when configured, else stdout
         self.runtimes: dict[str, ModelRuntime] = {}
+        self.detectors: dict[str, PersonDetector] = {}  # person models' detectors, by model name
 
     def load(self) -> None:
         """Open every model (fatal problems raise here, before anything starts) and warm it up."""
@@ -46,6 +51,18 @@ class Agent:
                 model.max_batch,
             )
             self.runtimes[name] = runtime
+            if runtime.spec.task == "person" and model.detector is None:
+                raise ConfigError(
+                    f"models.{name}.detector: {model.path} is a person model (task: person); "
+                    "configure the person detector that finds who to classify"
+                )
+            if runtime.spec.task != "person" and model.detector is not None:
+                raise ConfigError(f"models.{name}.detector: {model.path} is not a person model; remove the detector")
+            if model.detector is not None:
+                self.detectors[name] = PersonDetector(model.detector, providers_for(model))
+                log.info(
+                    "model %s: person detector %s (%s outputs)", name, model.detector.path, self.detectors[name].layout
+                )
         for camera in self.config.cameras:
             spec = self.runtimes[self.config.model_of(camera)].spec
             unknown = unknown_labels(self.config.events_of(camera), spec.labels)
@@ -112,16 +129,30 @@ class Agent:
 
 
 class _Pipeline:
-    """One camera's path: clips → its model's batcher → its event tracker → the sink; and its status."""
+    """One camera's path: clips → its model's batcher → its event tracker → the sink; and its status.
+
+    Person models add a step: the detector finds people on the clip's key frame (its centre), the IoU tracker
+    gives them ids, and the model scores each person's box."""
 
     def __init__(self, agent: Agent, config: CameraConfig, batchers: dict[str, Batcher], sink) -> None:
         model = agent.config.model_of(config)
         runtime = agent.runtimes[model]
-        self.name, self.sink, self.batcher = config.name, sink, batchers[model]
+        self.name, self.sink, self.batcher, self.metrics = config.name, sink, batchers[model], agent.metrics
         self.camera = Camera(config, runtime.spec, agent.metrics)
-        self.tracker = EventTracker(
+        tracker = dict(
             camera=config.name, model=model, labels=runtime.spec.labels, config=agent.config.events_of(config)
         )
+        self.detector = agent.detectors.get(model)
+        if self.detector is not None:
+            detector = agent.config.models[model].detector
+            self.people = IouTracker(min_iou=detector.min_iou, lost_after_s=detector.lost_after_s)
+            self.detect_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"detect-{config.name}")
+            self.tracker: EventTracker | PersonEvents = PersonEvents(**tracker)
+        else:
+            self.tracker = EventTracker(**tracker)
+        self.key_input = min(runtime.spec.inputs, key=lambda i: i.stride_s).name
+        self.detector_label = f"{model}/detector"
+        self.states: dict[str, bool] = {}  # last published ON/OFF per label
         self.clips_task: asyncio.Task | None = None
 
     def start(self) -> list[asyncio.Task]:
@@ -131,18 +162,35 @@ class _Pipeline:
 
     async def _clips(self) -> None:
         async for clip in self.camera.clips():
+            times = dict(clip_start=clip.start, clip_end=clip.end, received_at=clip.received_at)
             try:
-                scores, inference_ms = await self.batcher.infer(clip)
-            except Exception:  # logged by the batcher; this clip is lost, the camera goes on
+                if self.detector is not None:
+                    people, lost = await self._people(clip)
+                    scores, inference_ms = (
+                        await self.batcher.infer(clip, np.float32([p.box for p in people]))
+                        if people
+                        else (np.zeros((0, len(self.tracker.labels))), 0.0)
+                    )
+                    events = self.tracker.update(people, scores, lost=lost, inference_ms=inference_ms, **times)
+                else:
+                    scores, inference_ms = await self.batcher.infer(clip)
+                    events = self.tracker.update(scores, inference_ms=inference_ms, **times)
+            except Exception:  # logged by the batcher or _people; this clip is lost, the camera goes on
                 continue
-            events = self.tracker.update(
-                scores,
-                clip_start=clip.start,
-                clip_end=clip.end,
-                received_at=clip.received_at,
-                inference_ms=inference_ms,
-            )
             self._publish(events)
+
+    async def _people(self, clip: Clip) -> tuple[list, list[int]]:
+        frames = clip.inputs[self.key_input]
+        t0 = time.perf_counter()
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self.detect_executor, self.detector.detect, frames[len(frames) // 2]
+            )
+        except Exception as e:
+            log.error("camera %s: person detector failed: %s", self.name, e)
+            raise
+        self.metrics.inference_seconds.labels(model=self.detector_label).observe(time.perf_counter() - t0)
+        return self.people.update(found, clip.received_at)
 
     async def _status(self) -> None:
         up = None
@@ -152,15 +200,21 @@ class _Pipeline:
                 self.sink.publish_status(self.name, up)
                 if not up:
                     self._publish(self.tracker.stream_down(time.time()))
+                    if self.detector is not None:
+                        self.people.tracks.clear()
             await asyncio.sleep(STATUS_POLL_S)
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
             self.sink.publish_event(event)
-            if event.type in ("start", "end"):
-                self.sink.publish_state(self.name, event.label, event.type == "start")
+        for label, on in self.tracker.active().items():  # person models: ON while anyone does it
+            if self.states.get(label, False) != on:
+                self.states[label] = on
+                self.sink.publish_state(self.name, label, on)
 
     def finish(self, now: float) -> None:
         """Clean shutdown: end every active action and mark the camera offline."""
         self._publish(self.tracker.close(now))
         self.sink.publish_status(self.name, False)
+        if self.detector is not None:
+            self.detect_executor.shutdown(wait=False, cancel_futures=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import AgentConfig, ConfigError, load_config, parse_config
+from agent.proposals import ProposalsError
 from agent.redact import redact_url
 from agent.shard import ShardError, assignment, resolve_shard, select
 from agent.spec import SpecError, open_session, read_spec
@@ -94,6 +95,15 @@ def _check(args: argparse.Namespace) -> int:
         spec = runtime.spec
         inputs = ", ".join(f"{i.name} {i.frames}x{i.stride_s * 1000:.0f}ms" for i in spec.inputs)
         print(f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}")
+        if model.detector is not None:
+            from agent.people import PersonDetector
+
+            detector = PersonDetector(model.detector)
+            print(
+                f"    person detector: {model.detector.path} ({detector.layout} outputs, class {detector.person_class})"
+            )
+        elif spec.task == "person":
+            raise ConfigError(f"{args.config}: models.{name}.detector: {model.path} is a person model; add a detector")
     for camera in config.cameras:
         url = redact_url(camera.url.get_secret_value())
         print(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
@@ -110,6 +120,10 @@ def _infer(args: argparse.Namespace) -> int:
     """Windows over the whole video (MMAction2's multi-clip test, by time): a timeline and the averaged top-k."""
     session = open_session(args.model)
     spec = read_spec(session, str(args.model))
+    if spec.task == "person":
+        from agent.infer_people import infer_people
+
+        return infer_people(args, session, spec)
     times = frame_times(args.video)
     every = args.every or spec.span_s
     first, last = float(times.min()), float(times.max())
@@ -153,10 +167,13 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(spec.to_json())
         return 0
-    print(f"{args.model}: {spec.arch}, {len(spec.labels)} labels, {spec.size}px crop (short side {spec.resize_short})")
+    frame = f"{spec.size}px crop" if spec.crop == "centre" else "whole frame"
+    print(f"{args.model}: {spec.arch}, {len(spec.labels)} labels, {frame} (short side {spec.resize_short})")
     for i in spec.inputs:
         print(f"  input {i.name!r}: {i.frames} frames every {i.stride_s * 1000:.1f} ms (spans {i.span_s:.2f} s)")
     print(f"  output {spec.output.name!r}: {spec.output.activation}; source: {spec.source.model_dump_json()}")
+    if spec.task == "person":
+        print("  person model: one row of independent scores per box (inputs boxes, box_batch)")
     return 0
 
 
@@ -192,6 +209,11 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--top-k", type=int, default=5)
     infer.add_argument("--json", type=Path, metavar="OUT.json", help="also write the timeline and top-k as JSON")
     infer.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write the video with top labels drawn")
+    people = infer.add_argument_group("person models (task: person)")
+    people.add_argument("--proposals", type=Path, help="person boxes per key time: .json, AVA .csv or MMAction2 .pkl")
+    people.add_argument("--video-id", help="the video's id in a proposals file that holds several")
+    people.add_argument("--time-offset", type=float, default=0.0, help="subtracted from proposal times (AVA: 900)")
+    people.add_argument("--detector", type=Path, help="person detector .onnx, run on each key frame (every S s)")
     infer.set_defaults(func=_infer)
 
     for name, (_, text) in DELEGATED.items():
@@ -219,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, SpecError, VideoError) as e:
+    except (ConfigError, SpecError, VideoError, ProposalsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. the metrics port is taken, an output file cannot be written

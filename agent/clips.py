@@ -47,7 +47,7 @@ def sample_indices(spec: ModelSpec, pts: np.ndarray, end: float | None = None) -
 
 @dataclass(frozen=True)
 class Clip:
-    """A model-ready clip: uint8 ``[T, size, size, 3]`` per input, oldest frame first."""
+    """A model-ready clip: uint8 ``[T, size, size, 3]`` (``[T, H, W, 3]`` with crop none) per input, oldest first."""
 
     camera: str
     seq: int
@@ -95,7 +95,7 @@ class ClipBuffer:
         self.every = max(1, round(every_s / self.stride))
         self.steps = {i.name: max(1, round(i.stride_s / self.stride)) for i in spec.inputs}
         self.counts = {i.name: i.frames for i in spec.inputs}
-        self.ring = np.zeros((self.frames, spec.size, spec.size, 3), dtype=np.uint8)
+        self.ring: np.ndarray | None = None  # allocated for the first frame's shape (crop none: the camera's)
         self.slot_t = np.zeros(self.frames)
         self.slot_received = np.zeros(self.frames)
         self.converted = self.dropped = self.restarts = 0
@@ -140,6 +140,10 @@ class ClipBuffer:
         if item.rgb is None:
             item.rgb = self.convert(item.frame)
             self.converted += 1
+        if self.ring is None or self.ring.shape[1:] != item.rgb.shape:
+            if self.ring is not None:  # the camera changed resolution (after a reconnect): no clip mixes sizes
+                self.first_slot = first
+            self.ring = np.zeros((self.frames, *item.rgb.shape), dtype=np.uint8)
         for j in range(max(first, last - self.frames + 1), last + 1):
             k = j % self.frames
             self.ring[k] = item.rgb

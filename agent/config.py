@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 NAME = r"^[A-Za-z0-9_-]{1,64}$"
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "srt", "udp", "tcp", "file")
 
 
 class ConfigError(ValueError):
@@ -46,8 +47,23 @@ class SourceConfig(Section):
     @field_validator("url")
     @classmethod
     def _url_not_empty(cls, v: SecretStr) -> SecretStr:
-        if not v.get_secret_value().strip():
+        from urllib.parse import urlsplit
+
+        from agent.redact import redact_url
+
+        url = v.get_secret_value()
+        if not url.strip():
             raise ValueError("must not be empty")
+        if "://" in url:  # a URL (anything else is a file path or a device, which may appear later)
+            parts, shown = urlsplit(url), redact_url(url)
+            if parts.scheme.lower() not in URL_SCHEMES:
+                raise ValueError(f"unsupported scheme {parts.scheme!r} in {shown} (expected {', '.join(URL_SCHEMES)})")
+            if parts.scheme.lower() != "file" and not parts.hostname:
+                raise ValueError(f"no host in {shown}")
+            try:
+                _ = parts.port  # urlsplit checks the port when asked
+            except ValueError:
+                raise ValueError(f"invalid port in {shown}") from None
         return v
 
 
@@ -79,6 +95,19 @@ class CameraConfig(SourceConfig):
     events: EventsConfig | None = Field(default=None, description="overrides the top-level `events` section")
 
 
+class DetectorConfig(Section):
+    """The person detector a person model (``task: person``) needs; see agent/people.py for the ONNX contract."""
+
+    path: Path = Field(description="detector .onnx file (torchvision-style or YOLO-style outputs)")
+    score_threshold: float = Field(default=0.5, ge=0, le=1, description="minimum detector confidence")
+    person_class: int | None = Field(
+        default=None, description="class id of a person (default: 1 for torchvision layouts, 0 for YOLO ones)"
+    )
+    max_people: int = Field(default=16, ge=1, le=256, description="most confident people per key frame")
+    min_iou: float = Field(default=0.3, gt=0, le=1, description="tracker: overlap that keeps a person's id")
+    lost_after_s: float = Field(default=3.0, gt=0, description="tracker: unseen this long, a person is gone")
+
+
 class ModelConfig(Section):
     path: Path = Field(description="exported .onnx file")
     device: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="auto: CUDA when it loads, else CPU")
@@ -87,6 +116,7 @@ class ModelConfig(Section):
     max_wait_ms: float = Field(default=10.0, ge=0, description="how long a batch waits to fill")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
     threads: int | None = Field(default=None, ge=1, description="CPU intra-op threads (default: ORT's)")
+    detector: DetectorConfig | None = Field(default=None, description="person models: who to classify")
 
 
 class MqttConfig(Section):
@@ -106,6 +136,21 @@ class MqttConfig(Section):
     stats_interval_s: float = Field(default=30.0, gt=0)
     homeassistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"
+
+    @field_validator("url")
+    @classmethod
+    def _url_parts(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # never the user info
+        try:
+            _ = parts.port  # urlsplit checks the port when asked
+        except ValueError:
+            raise ValueError(f"invalid port in {shown!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"no host in {shown!r}")
+        return v
 
     def secret(self) -> str | None:
         if self.password_file is not None:
@@ -182,7 +227,7 @@ def parse_config(data: Any, origin: str = "config") -> AgentConfig:
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            where = ".".join(str(p) if str(p).isprintable() else repr(p) for p in err["loc"]) or "(top level)"
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"

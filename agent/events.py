@@ -21,20 +21,28 @@ Per label (a "hit" is a score >= the label's start threshold)::
 The event clock is ``received_at``: the wall-clock time at which the clip's newest frame was received. It never runs
 backwards: a ``received_at`` earlier than one already seen counts as the latest seen, so a wall-clock step back
 cannot end an action before it started. A clip's stream-time span becomes wall-clock time by anchoring its end at
-``received_at``. Events carry a per-tracker ``seq`` (from 1) and ``id = "{camera}-{seq:06d}"``; the events of one
+``received_at``. Events carry a per-camera ``seq`` (from 1) and ``id = "{camera}-{seq:06d}"``; the events of one
 update come in label order. :class:`Event` is the message every sink publishes.
+
+Person models: :class:`PersonEvents` keeps one such tracker per (person id, label) with the same hysteresis; a
+person's events carry ``person`` and ``box``. A person the IoU tracker has lost ends their actions, as a stream
+going down ends a camera's.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from agent.config import EventsConfig
+
+if TYPE_CHECKING:
+    from agent.people import Person
 
 EventType = Literal["start", "update", "end"]
 SCHEMA_VERSION = 1
@@ -62,9 +70,12 @@ class Event:
     model: str
     received_at: float  # wall-clock receive time of the clip's newest frame
     inference_ms: float
+    person: int | None = None  # person models: the tracked person's id
+    box: tuple[float, float, float, float] | None = None  # their latest box, normalised x1, y1, x2, y2
 
     def payload(self, published_at: float) -> dict:
         """The JSON object, with capture→publish latency measured up to ``published_at``."""
+        person = {} if self.person is None else {"person": self.person, "box": [round(v, 4) for v in self.box or ()]}
         return {
             "v": SCHEMA_VERSION,
             "id": self.id,
@@ -82,7 +93,7 @@ class Event:
                 "inference": round(self.inference_ms, 1),
             },
             "seq": self.seq,
-        }
+        } | person
 
 
 def tracked_labels(config: EventsConfig, labels: Sequence[str]) -> list[str]:
@@ -132,7 +143,16 @@ class _Clip:
 class EventTracker:
     """One camera's action state machines (see the module docstring). Not thread-safe: one owner feeds it."""
 
-    def __init__(self, *, camera: str, model: str, labels: Sequence[str], config: EventsConfig) -> None:
+    def __init__(
+        self,
+        *,
+        camera: str,
+        model: str,
+        labels: Sequence[str],
+        config: EventsConfig,
+        person: int | None = None,
+        next_seq: Callable[[], int] | None = None,
+    ) -> None:
         labels = list(labels)
         if len(set(labels)) != len(labels):
             raise ValueError(f"camera {camera!r}: model {model!r} has duplicate labels")
@@ -142,7 +162,8 @@ class EventTracker:
             (index[lb], _Label(lb, config.thresholds.get(lb, config.threshold)))
             for lb in tracked_labels(config, labels)
         ]
-        self._seq = 0
+        self.person, self.box = person, None
+        self._next_seq = next_seq or itertools.count(1).__next__  # shared by a camera's person trackers
         self._clock = -math.inf  # latest event-clock time seen
         self._clip = _Clip()
 
@@ -230,12 +251,12 @@ class EventTracker:
         return None
 
     def _emit(self, st: _Label, kind: EventType, *, end_time: float | None) -> Event:
-        self._seq += 1
+        seq = self._next_seq()
         st.reported_top, st.last_event = st.top_score, self._clock
         clip = self._clip
         return Event(
-            id=f"{self.camera}-{self._seq:06d}",
-            seq=self._seq,
+            id=f"{self.camera}-{seq:06d}",
+            seq=seq,
             type=kind,
             camera=self.camera,
             label=st.name,
@@ -248,4 +269,69 @@ class EventTracker:
             model=self.model,
             received_at=clip.received_at,
             inference_ms=clip.inference_ms,
+            person=self.person,
+            box=self.box,
         )
+
+
+class PersonEvents:
+    """One camera's per-person action state: an :class:`EventTracker` per tracked person, sharing the camera's
+    ``seq``. Same interface as a tracker, except that :meth:`update` takes one score row per person."""
+
+    def __init__(self, *, camera: str, model: str, labels: Sequence[str], config: EventsConfig) -> None:
+        self.camera, self.model, self.labels, self.config = camera, model, list(labels), config
+        self._next_seq = itertools.count(1).__next__
+        self.people: dict[int, EventTracker] = {}
+
+    def update(
+        self,
+        people: Sequence[Person],
+        scores: np.ndarray,
+        *,
+        lost: Sequence[int] = (),
+        clip_start: float,
+        clip_end: float,
+        received_at: float,
+        inference_ms: float = 0.0,
+    ) -> list[Event]:
+        """Feed one clip: ``scores[i]`` belongs to ``people[i]``; ``lost`` people end their actions. People not in
+        this clip but not lost keep their state (a missed detection does not end an action)."""
+        if len(scores) != len(people):
+            raise ValueError(f"camera {self.camera!r}: {len(scores)} score rows for {len(people)} people")
+        events = []
+        for person, row in zip(people, scores, strict=True):
+            tracker = self.people.get(person.id)
+            if tracker is None:
+                tracker = self.people[person.id] = EventTracker(
+                    camera=self.camera,
+                    model=self.model,
+                    labels=self.labels,
+                    config=self.config,
+                    person=person.id,
+                    next_seq=self._next_seq,
+                )
+            tracker.box = person.box
+            events += tracker.update(
+                row, clip_start=clip_start, clip_end=clip_end, received_at=received_at, inference_ms=inference_ms
+            )
+        for pid in lost:
+            tracker = self.people.pop(pid, None)
+            if tracker is not None:
+                events += tracker.stream_down(received_at)
+        return events
+
+    def stream_down(self, now: float) -> list[Event]:
+        events = [e for tracker in self.people.values() for e in tracker.stream_down(now)]
+        self.people.clear()
+        return events
+
+    def close(self, now: float) -> list[Event]:
+        return self.stream_down(now)
+
+    def active(self) -> dict[str, bool]:
+        """Tracked label → whether anyone is doing it."""
+        state = dict.fromkeys(tracked_labels(self.config, self.labels), False)
+        for tracker in self.people.values():
+            for label, on in tracker.active().items():
+                state[label] = state[label] or on
+        return state

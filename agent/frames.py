@@ -32,10 +32,11 @@ def to_model_rgb(
     frame: av.VideoFrame,
     *,
     resize_short: int,
-    size: int,
+    size: int | None,
     interpolation: Interpolation = DEFAULT_INTERPOLATION,
 ) -> np.ndarray:
-    """``[size, size, 3]`` uint8 RGB, upright, resized and centre-cropped (a view of swscale's output)."""
+    """``[size, size, 3]`` uint8 RGB, upright, resized and centre-cropped (a view of swscale's output); with
+    ``size`` None the whole resized frame (person models: ``crop: none``)."""
     turns = quarter_turns(frame)
     width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)  # as displayed
     w, h = resized_size(width, height, resize_short)
@@ -43,6 +44,8 @@ def to_model_rgb(
     rgb = frame.to_ndarray(width=sw, height=sh, format="rgb24", interpolation=interpolation)
     if turns:
         rgb = np.rot90(rgb, turns)
+    if size is None:
+        return rgb
     x0, y0 = centre_crop_origin(w, h, size)
     return rgb[y0 : y0 + size, x0 : x0 + size]
 

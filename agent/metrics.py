@@ -63,6 +63,13 @@ class Metrics:
         self.mqtt_queued_messages = Gauge(
             "mqtt_queued_messages", "Messages waiting for the broker", namespace=ns, registry=r
         )
+        self.mqtt_dropped_messages = Counter(
+            "mqtt_dropped_messages",
+            "Messages not delivered to the broker: queue_full (the oldest go first), refused (by the broker)",
+            ["reason"],
+            namespace=ns,
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "queue_depth", "Items waiting in a pipeline stage", ["stage"], namespace=ns, registry=r
         )

@@ -1,8 +1,13 @@
 """Model runtime: one ONNX Runtime session per model file, and cross-camera dynamic batching.
 
 Providers: ``device: auto`` takes the CUDA execution provider when it loads (onnxruntime-gpu with CUDA and cuDNN
-present), else the CPU; ``cuda`` requires it; ``cpu`` never tries. On CUDA, inputs go through IO binding.
-Inference runs in one worker thread per model, so the event loop never waits on it.
+present), else the CPU; ``cuda`` requires it; ``cpu`` never tries. Inference runs in one worker thread per model, so
+the event loop never waits on it.
+
+On CUDA the uint8 clips go through IO binding into device buffers allocated once per input shape (only the uint8
+bytes cross the bus; normalisation happens in the graph), and batches are padded up to a few bucket sizes (powers of
+two and ``max_batch``) that :meth:`ModelRuntime.warm_up` runs once, so no live batch meets an untuned shape. On the
+CPU, ONNX Runtime's worker threads do not spin between runs: the decoder threads need those cores.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from agent.spec import ModelSpec, SpecError, open_session, read_spec
 log = logging.getLogger("actionstream.runtime")
 
 
-def _providers(config: ModelConfig) -> list:
+def providers_for(config: ModelConfig) -> list:
     cpu = "CPUExecutionProvider"
     if config.device == "cpu" or "CUDAExecutionProvider" not in ort.get_available_providers():
         if config.device == "cuda":
@@ -43,7 +48,8 @@ class ModelRuntime:
         options = ort.SessionOptions()
         if config.threads:
             options.intra_op_num_threads = config.threads
-        providers = _providers(config)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = providers_for(config)
         ort.set_default_logger_severity(4)  # a failing CUDA load is reported below, in one line
         try:
             self.session = open_session(config.path, providers, options)
@@ -58,29 +64,106 @@ class ModelRuntime:
             log.log(level, "model %s: the CUDA provider did not load (CUDA/cuDNN missing?); running on the CPU", name)
         self.spec: ModelSpec = read_spec(self.session, str(config.path))
         self.input_names = [i.name for i in self.spec.inputs]
+        self.buckets = batch_buckets(config.max_batch) if self.device == "cuda" else []
+        self.bound_device = ("cuda", config.device_id)  # where IO-bound inputs and outputs live
+        self._device_inputs: dict[tuple, ort.OrtValue] = {}  # (name, shape, dtype) -> device buffer
+        self._copy_in_place = True
+        self._padded: dict[tuple, np.ndarray] = {}  # host staging for padded batches
 
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """``inputs``: name → uint8 ``[N, T, S, S, 3]``; returns float32 scores ``[N, K]``."""
+        """``inputs``: name → array (uint8 ``[N, T, S, S, 3]`` clips, plus any other inputs the graph takes, all
+        bound as given); returns float32 scores ``[N, K]``."""
         if self.device == "cuda":
-            binding = self.session.io_binding()
-            for name in self.input_names:
-                binding.bind_cpu_input(name, np.ascontiguousarray(inputs[name]))
-            binding.bind_output(self.spec.output.name, "cpu")
-            self.session.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
+            return self._infer_bound(inputs)
         return self.session.run([self.spec.output.name], inputs)[0]
 
+    def _infer_bound(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        n = len(inputs[self.input_names[0]])
+        rows = self.bucket(n) if set(inputs) == set(self.input_names) else n  # extra inputs (boxes): no padding
+        binding = self.session.io_binding()
+        for name, value in inputs.items():
+            if rows != n:
+                value = self._pad(name, value, rows)
+            if self._copy_in_place:
+                try:
+                    binding.bind_ortvalue_input(name, self._on_device(name, value))
+                    continue
+                except Exception as e:  # an onnxruntime without in-place device copies: let it copy per run
+                    log.warning("model %s: device buffers unavailable (%s); binding host inputs", self.name, e)
+                    self._copy_in_place = False
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding.bind_output(self.spec.output.name, *self.bound_device)
+        self.session.run_with_iobinding(binding)
+        scores = binding.copy_outputs_to_cpu()[0]
+        return scores[:n] if rows != n else scores
+
+    def bucket(self, n: int) -> int:
+        """The batch size ``n`` clips run at (CUDA: the smallest bucket that holds them)."""
+        return next((b for b in self.buckets if b >= n), n)
+
+    def stack(self, name: str, arrays: list[np.ndarray]) -> np.ndarray:
+        """``np.stack(arrays)`` into a host buffer reused across batches (no fresh megabytes per batch); on CUDA
+        the buffer has the bucket's rows, so padding costs no copy. Valid until the next ``stack`` of ``name``."""
+        rows = max(self.bucket(len(arrays)), len(arrays))
+        staging = self._staging(name, (rows, *arrays[0].shape), arrays[0].dtype)
+        return np.stack(arrays, out=staging[: len(arrays)])
+
+    def _staging(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        key = (name, shape, np.dtype(dtype).str)
+        staging = self._padded.get(key)
+        if staging is None:
+            if len(self._padded) >= 64:
+                self._padded.clear()
+            staging = self._padded[key] = np.zeros(shape, dtype)
+        return staging
+
+    def _pad(self, name: str, value: np.ndarray, rows: int) -> np.ndarray:
+        staging = self._staging(name, (rows, *value.shape[1:]), value.dtype)
+        if value.base is not staging:  # stacked by :meth:`stack`: already in place
+            staging[: len(value)] = value  # rows past it keep old clips: their scores are dropped
+        return staging
+
+    def _on_device(self, name: str, value: np.ndarray) -> ort.OrtValue:
+        value = np.ascontiguousarray(value)
+        key = (name, value.shape, value.dtype.str)
+        buffer = self._device_inputs.get(key)
+        if buffer is None:
+            if len(self._device_inputs) >= 64:  # person models: one shape per box count; keep memory bounded
+                self._device_inputs.clear()
+            buffer = ort.OrtValue.ortvalue_from_shape_and_type(value.shape, value.dtype, *self.bound_device)
+            self._device_inputs[key] = buffer
+        buffer.update_inplace(value)
+        return buffer
+
     def warm_up(self, batch_sizes: list[int]) -> None:
-        for n in sorted(set(batch_sizes)):
-            self.infer(
-                {i.name: np.zeros((n, i.frames, self.spec.size, self.spec.size, 3), np.uint8) for i in self.spec.inputs}
-            )
+        """Run each batch size once (CUDA: every bucket up to the largest asked for)."""
+        size = self.spec.size
+        wanted = set(batch_sizes)
+        if self.buckets:
+            top = self.bucket(max(wanted))
+            wanted = {b for b in self.buckets if b <= top}
+        for n in sorted(wanted):
+            inputs = {i.name: np.zeros((n, i.frames, size, size, 3), np.uint8) for i in self.spec.inputs}
+            if self.spec.task == "person":  # one box per clip
+                inputs["boxes"] = np.tile(np.float32([0.25, 0.25, 0.75, 0.75]), (n, 1))
+                inputs["box_batch"] = np.arange(n, dtype=np.int64)
+            self.infer(inputs)
+
+
+def batch_buckets(max_batch: int) -> list[int]:
+    """Powers of two below ``max_batch``, then ``max_batch``: the shapes a CUDA session is tuned for."""
+    sizes, b = [], 1
+    while b < max_batch:
+        sizes.append(b)
+        b *= 2
+    return sizes + [max_batch]
 
 
 @dataclass
 class _Request:
     clip: Clip
     future: asyncio.Future
+    boxes: np.ndarray | None = None  # person models: float32 [M, 4], normalised
 
 
 class Batcher:
@@ -97,10 +180,11 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{runtime.name}")
         self._depth = metrics.queue_depth.labels(stage=f"inference:{runtime.name}")
 
-    async def infer(self, clip: Clip) -> tuple[np.ndarray, float]:
-        """Scores for one clip and the duration (ms) of the batch that computed them."""
+    async def infer(self, clip: Clip, boxes: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Scores for one clip (person models: one row per box) and the duration (ms) of the batch that computed
+        them."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Request(clip, future))
+        await self.queue.put(_Request(clip, future, boxes))
         self._depth.set(self.queue.qsize())
         return await future
 
@@ -110,6 +194,10 @@ class Batcher:
             while True:
                 batch = [await self.queue.get()]
                 deadline = loop.time() + self.max_wait
+                # Cameras woken by the previous batch's results are runnable now: let them queue their next clips,
+                # so a saturated model runs full batches instead of one clip followed by the rest.
+                for _ in range(3):
+                    await asyncio.sleep(0)
                 while len(batch) < self.max_batch:
                     try:
                         batch.append(self.queue.get_nowait())
@@ -124,16 +212,23 @@ class Batcher:
                     except TimeoutError:
                         break
                 self._depth.set(self.queue.qsize())
-                await self._run_batch(loop, batch)
+                for group in _same_shapes(batch):
+                    await self._run_batch(loop, group)
         finally:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
+    def _infer(self, batch: list[_Request]) -> np.ndarray:  # worker thread: stacking a batch is copying megabytes
+        inputs = {n: self.runtime.stack(n, [r.clip.inputs[n] for r in batch]) for n in self.runtime.input_names}
+        if self.runtime.spec.task == "person":
+            inputs["boxes"] = np.concatenate([r.boxes for r in batch]).astype(np.float32)
+            inputs["box_batch"] = np.repeat(np.arange(len(batch), dtype=np.int64), [len(r.boxes) for r in batch])
+        return self.runtime.infer(inputs)
+
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
         name = self.runtime.name
-        inputs = {n: np.stack([r.clip.inputs[n] for r in batch]) for n in self.runtime.input_names}
         t0 = time.perf_counter()
         try:
-            scores = await loop.run_in_executor(self.executor, self.runtime.infer, inputs)
+            scores = await loop.run_in_executor(self.executor, self._infer, batch)
         except Exception as e:  # a model error fails this batch, not the agent
             log.error("model %s: inference failed: %s", name, e)
             for r in batch:
@@ -144,6 +239,16 @@ class Batcher:
         self.metrics.inference_seconds.labels(model=name).observe(seconds)
         self.metrics.batch_size.labels(model=name).observe(len(batch))
         self.metrics.clips_inferred.labels(model=name).inc(len(batch))
+        if self.runtime.spec.task == "person":  # rows per clip: its boxes'
+            scores = np.split(scores, np.cumsum([len(r.boxes) for r in batch])[:-1])
         for r, row in zip(batch, scores, strict=True):
             if not r.future.done():
                 r.future.set_result((row, seconds * 1000))
+
+
+def _same_shapes(batch: list[_Request]) -> list[list[_Request]]:
+    """Clips that can be stacked together (whole-frame models: cameras of different sizes run apart)."""
+    groups: dict[tuple, list[_Request]] = {}
+    for r in batch:
+        groups.setdefault(tuple(a.shape for a in r.clip.inputs.values()), []).append(r)
+    return list(groups.values())

@@ -11,7 +11,12 @@ thread. Delivery works like this:
   time. When the connection drops, the unacknowledged ones go back to the front of the queue and are handed over
   again, in their original order, before anything newer — after every reconnect. Duplicates are possible (QoS 1
   allows them; events carry an ``id``), silent loss is not.
-* When the queue is full the OLDEST message is dropped, counted in :attr:`MqttSink.dropped` and logged.
+* When the queue is full the OLDEST message is dropped, counted in :attr:`MqttSink.dropped` and
+  ``actionstream_mqtt_dropped_messages_total{reason="queue_full"}``, and logged (at most every 10 s, with the count
+  so far).
+* The protocol is MQTT 5, so that the broker can say when it refuses a message (an ACL that forbids the topic,
+  a quota): such a message is not retried (it would be refused again), it is counted as
+  ``reason="refused"`` and logged once per topic and reason, naming both.
 * The session is clean (no broker-side replay); paho's own buffering is never relied on.
 * ``{prefix}/available``: Last Will ``offline``; ``online`` on every (re)connect; ``offline`` on clean shutdown.
 * Start-up never waits for the broker: paho retries forever (1 s doubling to 30 s); each distinct connection
@@ -168,6 +173,7 @@ class MqttSink:
         self._secrets: list[str] = []
         self._problems_logged: dict[str, float] = {}  # connection problem → when it was last logged
         self._recovery_due = False  # a problem was logged: say so when connected again
+        self._connack_refused = False  # set by paho's thread when a CONNACK refuses us
         self._drop_logged_at = -LOG_REPEAT_S
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -222,7 +228,9 @@ class MqttSink:
         self._loop = asyncio.get_running_loop()
         self._client = self._make_client()
         self.metrics.mqtt_connected.set(0)
-        self._client.connect_async(self._broker.host, self._broker.port, keepalive=self.config.keepalive_s)
+        self._client.connect_async(
+            self._broker.host, self._broker.port, keepalive=self.config.keepalive_s, clean_start=True
+        )
         self._client.loop_start()
         log.info("MQTT: connecting to %s as %s", self._broker.display, self._client_id)
         return self
@@ -274,6 +282,7 @@ class MqttSink:
         else:
             self._pending.popleft()
         self.dropped += 1
+        self.metrics.mqtt_dropped_messages.labels(reason="queue_full").inc()
         now = time.monotonic()
         if now - self._drop_logged_at >= 10.0:
             self._drop_logged_at = now
@@ -314,9 +323,7 @@ class MqttSink:
 
     def _make_client(self) -> mqtt.Client:
         config, broker = self.config, self._broker
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self._client_id, clean_session=True, protocol=mqtt.MQTTv311
-        )
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5)
         username = config.username or broker.username
         try:
             password = config.secret() if (config.password or config.password_file) else broker.password
@@ -355,6 +362,7 @@ class MqttSink:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
+            self._connack_refused = True  # the disconnect that follows needs no words of its own
             what = f"MQTT broker {self._broker.display} refused the connection: {str(reason).lower()}; retrying"
             self._problem_seen(what, logging.ERROR)
             return
@@ -366,10 +374,14 @@ class MqttSink:
         self._problem_seen(f"MQTT broker {self._broker.display} {what}; retrying", logging.WARNING)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self._call_soon(self._disconnected_cb, reason)
+        refused, self._connack_refused = self._connack_refused, False
+        self._call_soon(self._disconnected_cb, reason, refused)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        self._call_soon(self._acked, mid)
+        if getattr(reason, "is_failure", False):  # MQTT 5 PUBACK/PUBREC with an error: the broker refused it
+            self._call_soon(self._refused, mid, str(reason).lower())
+        else:
+            self._call_soon(self._acked, mid)
 
     def _call_soon(self, callback: Any, *args: Any) -> None:
         try:
@@ -392,7 +404,7 @@ class MqttSink:
             self._pump()
             self._count()
 
-    def _disconnected_cb(self, reason: Any) -> None:
+    def _disconnected_cb(self, reason: Any, refused: bool = False) -> None:
         with self._lock:
             was_connected, self._connected = self._connected, False
             self.metrics.mqtt_connected.set(0)
@@ -405,12 +417,30 @@ class MqttSink:
             detail = "" if detail in ("unspecified error", "success") else f" ({detail})"
             what = f"MQTT: lost the connection to {self._broker.display}{detail}; reconnecting"
             self._problem_seen(what, logging.WARNING)
+        elif not was_connected and not refused and not self._closing:
+            # Closed before any CONNACK; over TLS, typically a client certificate the broker requires or rejects
+            # (TLS 1.3 reports that only after the client's side of the handshake has completed).
+            hint = " (a missing or rejected TLS client certificate?)" if self._broker.tls else ""
+            what = f"MQTT broker {self._broker.display} closed the connection before accepting it{hint}; retrying"
+            self._problem_seen(what, logging.WARNING)
 
     def _acked(self, mid: int) -> None:
         with self._lock:
             if self._inflight.pop(mid, None) is not None:
                 self._pump()
                 self._count()
+
+    def _refused(self, mid: int, reason: str) -> None:
+        with self._lock:
+            message = self._inflight.pop(mid, None)
+            if message is None:
+                return
+            self.metrics.mqtt_dropped_messages.labels(reason="refused").inc()
+            self._pump()
+            self._count()
+        hint = " (does the broker's ACL allow this client to publish there?)" if "authori" in reason else ""
+        what = f"MQTT broker {self._broker.display} refused a message on {message.topic!r}: {reason}{hint}; dropped"
+        self._problem_seen(what, logging.ERROR)
 
     def _problem_seen(self, what: str, level: int) -> None:
         """Log a connection problem once per distinct text (again after LOG_REPEAT_S); never the password."""

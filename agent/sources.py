@@ -166,6 +166,7 @@ class FrameSource:
                         wait = pace_origin[1] + (t - pace_origin[0]) - time.monotonic()
                         if wait > 0 and self._stop.wait(wait):
                             return t
+                        received = time.time()  # played as if live: the frame "arrives" now, not when decoded
                     self.sink(frame, t, received)
                     last_t = t
             rate = float(stream.average_rate or 25)
@@ -205,7 +206,7 @@ class Camera:
         self._counted = (0, 0)
 
     def _convert(self, frame: av.VideoFrame):
-        return to_model_rgb(frame, resize_short=self.spec.resize_short, size=self.spec.size)
+        return to_model_rgb(frame, resize_short=self.spec.resize_short, size=self.spec.crop_size)
 
     def _on_frame(self, frame: av.VideoFrame, t: float, received: float) -> None:  # source thread
         clip = self.buffer.push(frame, t, received)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 METADATA_KEY = "actionstream.spec"
 SPEC_FORMAT = 1
+# Person models (``task: person``) take these inputs besides their clip(s): ``boxes`` float32 ``[M, 4]`` (x1, y1, x2,
+# y2 normalised to [0, 1] in the model's frame) and ``box_batch`` int64 ``[M]`` (the clip each box belongs to).
+BOX_INPUTS = ("boxes", "box_batch")
 
 
 class SpecError(ValueError):
@@ -64,6 +67,16 @@ class ModelSpec(BaseModel):
     std: tuple[float, float, float]
     output: OutputSpec = OutputSpec()
     source: SourceSpec
+    task: Literal["clip", "person"] = Field(
+        default="clip", description="clip: one score row per clip; person: one row per person box (AVA-style)"
+    )
+    multilabel: bool = Field(default=False, description="independent (sigmoid) scores: several labels at once")
+    crop: Literal["centre", "none"] = Field(
+        default="centre",
+        description="centre: resize the short side to resize_short, crop size x size; "
+        "none: resize the short side to resize_short (= size) and keep the whole frame (H, W follow its shape)",
+    )
+    label_ids: list[int] | None = Field(default=None, description="dataset class ids of the labels (AVA label map)")
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -84,12 +97,25 @@ class ModelSpec(BaseModel):
             raise ValueError(f"std must be positive, got {self.std}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
+        if self.crop == "none" and self.size != self.resize_short:
+            raise ValueError(f"crop 'none' keeps the whole frame: size ({self.size}) must equal resize_short")
+        if self.multilabel and self.output.activation == "softmax":
+            raise ValueError("a multilabel model cannot have a softmax output")
+        if self.label_ids is not None and (
+            len(self.label_ids) != len(self.labels) or len(set(self.label_ids)) != len(self.label_ids)
+        ):
+            raise ValueError(f"label_ids must be {len(self.labels)} unique ids, one per label")
         return self
 
     @property
     def span_s(self) -> float:
         """Seconds of video one prediction looks at (the longest input)."""
         return max(i.span_s for i in self.inputs)
+
+    @property
+    def crop_size(self) -> int | None:
+        """Side of the centre crop; None when the whole frame is kept (``crop: none``)."""
+        return self.size if self.crop == "centre" else None
 
     @property
     def alpha(self) -> int:
@@ -148,20 +174,30 @@ def load_spec(path: str | Path) -> ModelSpec:
 
 
 def check_session(spec: ModelSpec, session: onnxruntime.InferenceSession, origin: str) -> None:
-    """The graph must take uint8 ``[N, T, size, size, 3]`` per spec input and give float ``[N, labels]``."""
+    """The graph must take uint8 ``[N, T, size, size, 3]`` per spec input (``[N, T, H, W, 3]`` with crop none, plus
+    the box inputs for person models) and give float ``[N, labels]`` (``[M, labels]``: one row per box)."""
     graph_inputs = {i.name: i for i in session.get_inputs()}
-    expected = [i.name for i in spec.inputs]
+    expected = [i.name for i in spec.inputs] + (list(BOX_INPUTS) if spec.task == "person" else [])
     if sorted(graph_inputs) != sorted(expected):
         raise SpecError(f"{origin}: graph inputs {sorted(graph_inputs)} differ from spec inputs {expected}")
     for inp in spec.inputs:
         node = graph_inputs[inp.name]
         if node.type != "tensor(uint8)":
             raise SpecError(f"{origin}: input {inp.name!r} has type {node.type}, expected tensor(uint8)")
-        want = [inp.frames, spec.size, spec.size, 3]
-        if len(node.shape) != 5 or list(node.shape[1:]) != want:
+        want = [inp.frames, spec.size, spec.size, 3] if spec.crop == "centre" else [inp.frames, "H", "W", 3]
+        shape = list(node.shape[1:])
+        if spec.crop == "none" and len(shape) == 4:
+            shape[1:3] = ["H", "W"]  # follows the camera's aspect ratio: any value, fixed or symbolic
+        if len(node.shape) != 5 or shape != want:
             raise SpecError(
                 f"{origin}: input {inp.name!r} has shape {node.shape}, expected [N, {', '.join(map(str, want))}]"
             )
+    if spec.task == "person":
+        for name, dtype, rank in (("boxes", "tensor(float)", 2), ("box_batch", "tensor(int64)", 1)):
+            node = graph_inputs[name]
+            if node.type != dtype or len(node.shape) != rank or (rank == 2 and node.shape[1] != 4):
+                want = "float [M, 4]" if rank == 2 else "int64 [M]"
+                raise SpecError(f"{origin}: input {name!r} is {node.type} {node.shape}, expected {want}")
     outputs = {o.name: o for o in session.get_outputs()}
     if spec.output.name not in outputs:
         raise SpecError(f"{origin}: no output {spec.output.name!r} (graph outputs: {sorted(outputs)})")

@@ -59,7 +59,7 @@ def read_clips(path: str | Path, spec: ModelSpec, ends: list[float] | None = Non
         try:
             for index, frame in enumerate(container.decode(container.streams.video[0])):
                 if index in wanted:
-                    converted[index] = to_model_rgb(frame, resize_short=spec.resize_short, size=spec.size)
+                    converted[index] = to_model_rgb(frame, resize_short=spec.resize_short, size=spec.crop_size)
                 if len(converted) == len(wanted):
                     break
         except av.FFmpegError:

@@ -10,7 +10,6 @@ VIDEO a 10 s 1080p25 H.264 test pattern is generated under .cache/bench/ (needs 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import subprocess
@@ -22,6 +21,7 @@ import av
 from agent.clips import ClipBuffer
 from agent.frames import to_model_rgb
 from agent.spec import ModelSpec
+from bench.common import Emitter
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOWFAST_4X16 = ModelSpec(
@@ -86,12 +86,14 @@ def timed(fn, repeats: int) -> tuple[int, float]:
     return frames, statistics.median(runs)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("video", nargs="?", type=Path)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="decoder threads (1 = per-core cost)")
+    p.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = p.parse_args(argv)
+    emit = Emitter(args.out)
     video = args.video or default_video()
     variants = {
         "ffmpeg_null": lambda: ffmpeg_null(video, args.threads),
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         fps[name] = frames / seconds
         record = {"bench": "decode", "variant": name, "video": video.name, "frames": frames}
         record |= {"median_s": round(seconds, 4), "fps": round(fps[name], 1), "threads": args.threads}
-        print(json.dumps(record), flush=True)
+        emit(record)
     summary = {
         "bench": "decode",
         "variant": "summary",
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         "sampled_vs_all": round(fps["pyav_convert_sampled"] / fps["pyav_convert_all"], 3),
         "decode_vs_ffmpeg": round(fps["pyav_decode"] / fps["ffmpeg_null"], 3),
     }
-    print(json.dumps(summary), flush=True)
+    emit(summary)
+    emit.close()
+    return summary
 
 
 if __name__ == "__main__":

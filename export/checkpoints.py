@@ -21,6 +21,8 @@ OUR_FORMAT = "actionstream.checkpoint/1"
 # Modules whose pickled objects may appear in a checkpoint's bookkeeping and are replaced by stand-ins.
 BOOKKEEPING_MODULES = ("numpy", "mmengine", "mmcv", "mmaction", "collections", "_codecs", "argparse")
 IGNORED_PREFIXES = ("data_preprocessor.",)
+# The classifier: recognizers' ``cls_head``, AVA detectors' ``roi_head.bbox_head`` (MMAction2 key names).
+HEAD_PREFIXES = ("cls_head.", "roi_head.bbox_head.")
 
 
 class CheckpointError(ValueError):
@@ -38,8 +40,10 @@ class Checkpoint:
 
     @property
     def num_classes(self) -> int | None:
-        w = self.state_dict.get("cls_head.fc_cls.weight")
-        return None if w is None else int(w.shape[0])
+        for prefix in HEAD_PREFIXES:
+            if (w := self.state_dict.get(f"{prefix}fc_cls.weight")) is not None:
+                return int(w.shape[0])
+        return None
 
 
 def _stand_in(qualified: str) -> type:
@@ -129,17 +133,19 @@ def _tensors(state: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, ckpt: Checkpoint, *, reset_head: bool = False) -> None:
-    """Load strictly; with ``reset_head`` the checkpoint's ``cls_head.*`` is dropped (fine-tuning recipe)."""
+    """Load strictly; with ``reset_head`` the checkpoint's head (``cls_head.*``, ``roi_head.bbox_head.*``) is
+    dropped (fine-tuning recipe)."""
     state = dict(ckpt.state_dict)
     own = model.state_dict()
     if reset_head:
-        state = {k: v for k, v in state.items() if not k.startswith("cls_head.")}
-        own = {k: v for k, v in own.items() if not k.startswith("cls_head.")}
+        state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
+        own = {k: v for k, v in own.items() if not k.startswith(HEAD_PREFIXES)}
     else:
-        theirs, ours = ckpt.num_classes, own["cls_head.fc_cls.weight"].shape[0]
+        head = next(f"{p}fc_cls.weight" for p in HEAD_PREFIXES if f"{p}fc_cls.weight" in own)
+        theirs, ours = ckpt.num_classes, own[head].shape[0]
         if theirs is not None and theirs != ours:
             raise CheckpointError(
-                f"{ckpt.path}: checkpoint has {theirs} classes (cls_head.fc_cls.weight) but the model has {ours}; "
+                f"{ckpt.path}: checkpoint has {theirs} classes (fc_cls.weight) but the model has {ours}; "
                 "pass --reset-head to replace the head with a new random one"
             )
     missing = sorted(set(own) - set(state))

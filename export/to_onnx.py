@@ -6,6 +6,10 @@
 The graph takes uint8 NTHWC RGB clips, normalises them and permutes inside, and returns softmax scores; the
 ``actionstream.spec`` metadata carries labels, sampling and preprocessing. After export, ONNX Runtime is run
 against PyTorch on the same input and the export fails if they disagree.
+
+Person (AVA-style) models (``--arch ava_...``) also take ``boxes`` [M, 4] (x1, y1, x2, y2 normalised to the whole
+frame) and ``box_batch`` [M] and return sigmoid ``scores`` [M, labels]; ``--labels`` is then an AVA label map
+(``id: name`` lines) naming the head outputs to keep, and frames keep their aspect ratio (no crop).
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agent.spec import METADATA_KEY, InputSpec, ModelSpec, SourceSpec, SpecError, load_spec
+from agent.spec import BOX_INPUTS, METADATA_KEY, InputSpec, ModelSpec, OutputSpec, SourceSpec, SpecError, load_spec
 from export.checkpoints import CheckpointError, load_weights, read_checkpoint, sha256_of
-from export.models import ARCHS, build_model
+from export.models import ARCHS, PERSON_ARCHS, build_model
 
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
 TOLERANCE = {False: 1e-4, True: 1e-2}  # max |Δ probability|, fp32 / fp16
+ALL_ARCHS = {**ARCHS, **PERSON_ARCHS}
+AVA_CLASSES = 81  # MMAction2's AVA heads: class 0 is background, 1..80 the AVA action ids
 
 
 class ExportError(RuntimeError):
@@ -57,22 +63,43 @@ class ClipsToScores(nn.Module):
         return torch.softmax(logits.float(), dim=1)
 
 
+class ClipsBoxesToScores(ClipsToScores):
+    """uint8 clip(s) ``[N, T, H, W, 3]`` + ``boxes [M, 4]`` (normalised x1, y1, x2, y2) + ``box_batch [M]`` →
+    sigmoid probabilities ``[M, len(label_ids)]``: column k is head output ``label_ids[k]``."""
+
+    def __init__(self, model: nn.Module, kind: str, label_ids: list[int], *, fp16: bool = False) -> None:
+        super().__init__(model, kind, fp16=fp16)
+        self.register_buffer("label_ids", torch.tensor(label_ids, dtype=torch.int64))
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        *clips, boxes, box_batch = inputs
+        height, width = clips[0].shape[2], clips[0].shape[3]
+        x1, y1, x2, y2 = boxes.unbind(dim=1)  # → pixels of the input frame
+        pixels = (x1 * width, y1 * height, x2 * width, y2 * height)
+        rois = torch.stack((box_batch.to(torch.float32), *pixels), dim=1)
+        logits = self.model(*(self._prepare(c) for c in clips), rois=rois)
+        return torch.sigmoid(logits.float().index_select(1, self.label_ids))
+
+
 def model_inputs(arch: str, *, segments: int, window_s: float, fps: float) -> list[InputSpec]:
-    if ARCHS[arch].kind == "2d":
+    if ALL_ARCHS[arch].kind == "2d":
         return [InputSpec(name="clip", frames=segments, stride_s=window_s / segments)]
-    return [InputSpec(name=s.name, frames=s.frames, stride_s=s.interval / fps) for s in ARCHS[arch].inputs]
+    return [InputSpec(name=s.name, frames=s.frames, stride_s=s.interval / fps) for s in ALL_ARCHS[arch].inputs]
 
 
-def real_looking_clips(spec: ModelSpec, batch: int, seed: int = 0) -> list[Tensor]:
-    """Smooth random scenes drifting over time, plus sensor noise: activations in a realistic range."""
+def real_looking_clips(spec: ModelSpec, batch: int, seed: int = 0, *, width: int | None = None) -> list[Tensor]:
+    """Smooth random scenes drifting over time, plus sensor noise: activations in a realistic range.
+
+    Frames are ``size x size``, or ``size x width`` (height x width) where given (person models: no crop)."""
     g = torch.Generator().manual_seed(seed)
     longest = max(i.frames for i in spec.inputs)
+    height, width = spec.size, width or spec.size
     scene = torch.rand(batch, 3, 6, 6, generator=g) * 255
-    scene = nn.functional.interpolate(scene, size=(spec.size * 2, spec.size * 2), mode="bicubic")
+    scene = nn.functional.interpolate(scene, size=(height * 2, width * 2), mode="bicubic")
     frames = []
     for t in range(longest):
-        shift = t * spec.size // (2 * longest)
-        frames.append(scene[:, :, shift : shift + spec.size, shift : shift + spec.size])
+        shift = t * min(height, width) // (2 * longest)
+        frames.append(scene[:, :, shift : shift + height, shift : shift + width])
     video = torch.stack(frames, dim=1).permute(0, 1, 3, 4, 2)  # N T H W C
     video = (video + torch.randn(video.shape, generator=g) * 4).clamp(0, 255).to(torch.uint8)
     step = {i.name: longest // i.frames for i in spec.inputs}
@@ -93,11 +120,52 @@ def read_labels(path: Path, num_classes: int | None = None) -> list[str]:
     return labels
 
 
+def read_label_map(path: Path, num_classes: int) -> tuple[list[int], list[str]]:
+    """An AVA label map (``id: name`` per line, MMAction2's ``tools/data/ava/label_map.txt``) → (ids, names).
+
+    Ids must be head outputs other than the background 0 (1 .. num_classes - 1); ids and names unique."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: cannot read label map ({e})") from None
+    ids: list[int] = []
+    names: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        key, sep, name = line.partition(":")
+        name = name.strip()
+        if not sep or not key.strip().isdigit() or not name:
+            raise ExportError(f"{path}:{number}: expected 'id: name' (an AVA label map line), got {line.strip()!r}")
+        class_id = int(key)
+        if not 1 <= class_id < num_classes:
+            raise ExportError(
+                f"{path}:{number}: class id {class_id} is outside 1..{num_classes - 1} "
+                f"(the head has {num_classes} outputs; 0 is the background)"
+            )
+        if class_id in ids or name in names:
+            raise ExportError(f"{path}:{number}: duplicate {'id' if class_id in ids else 'label'} in {line.strip()!r}")
+        ids.append(class_id)
+        names.append(name)
+    if not ids:
+        raise ExportError(f"{path}: empty label map (expected 'id: name' lines)")
+    return ids, names
+
+
+def example_boxes(batch: int) -> tuple[Tensor, Tensor]:
+    """Person boxes (normalised x1, y1, x2, y2) spread over the clips of a batch, some touching the border."""
+    boxes = torch.tensor([[0.1, 0.2, 0.45, 0.95], [0.5, 0.1, 0.9, 0.8], [0.0, 0.0, 1.0, 1.0], [0.62, 0.55, 0.7, 0.73]])
+    return boxes, torch.arange(len(boxes)) % batch
+
+
 def export(args: argparse.Namespace) -> float:
     """Run the export; returns max |Δ probability| between ONNX Runtime and PyTorch."""
     step = _Progress(5)
-    if args.arch not in ARCHS:
-        raise ExportError(f"--arch: unknown arch {args.arch!r}; expected one of: {', '.join(ARCHS)}")
+    if args.arch not in ALL_ARCHS:
+        raise ExportError(f"--arch: unknown arch {args.arch!r}; expected one of: {', '.join(ALL_ARCHS)}")
+    person = args.arch in PERSON_ARCHS
+    if args.size is None:
+        args.size = 256 if person else 224
     for flag, value, low in (("--segments", args.segments, 1), ("--size", args.size, 32), ("--opset", args.opset, 18)):
         if value < low:
             raise ExportError(f"{flag}: must be at least {low}, got {value}")
@@ -111,10 +179,19 @@ def export(args: argparse.Namespace) -> float:
         model_args["depth"] = args.depth
     if args.width:
         model_args["width"] = args.width
-    from_labels = len(read_labels(args.labels)) if args.labels else None
-    num_classes = args.num_classes or model_args.get("num_classes") or (ckpt and ckpt.num_classes) or from_labels or 400
+    if person:
+        num_classes = args.num_classes or model_args.get("num_classes") or (ckpt and ckpt.num_classes) or AVA_CLASSES
+    else:
+        from_labels = len(read_labels(args.labels)) if args.labels else None
+        num_classes = args.num_classes or model_args.get("num_classes") or (ckpt and ckpt.num_classes)
+        num_classes = num_classes or from_labels or 400
     model_args["num_classes"] = num_classes
-    if args.labels:
+    label_ids = None
+    if person:
+        if not args.labels:
+            raise ExportError("--labels: person models need an AVA label map ('id: name' lines, e.g. label_map.txt)")
+        label_ids, labels = read_label_map(args.labels, num_classes)
+    elif args.labels:
         labels = read_labels(args.labels, num_classes)
     elif ckpt and ckpt.labels and len(ckpt.labels) == num_classes:
         labels = ckpt.labels
@@ -129,20 +206,25 @@ def export(args: argparse.Namespace) -> float:
     else:
         step("no --checkpoint: exporting RANDOM weights (fine for tests, useless for recognition)")
 
+    # Person models follow MMAction2's AVA test pipeline: Resize(scale=(-1, size)), the whole frame, no crop.
+    person_fields = {"task": "person", "multilabel": True, "crop": "none", "label_ids": label_ids}
     spec = ModelSpec(
         arch=args.arch,
         labels=labels,
         inputs=model_inputs(args.arch, segments=args.segments, window_s=args.window_s, fps=args.fps),
         size=args.size,
-        resize_short=round(args.size * 256 / 224),
+        resize_short=args.size if person else round(args.size * 256 / 224),
         mean=MEAN,
         std=STD,
+        output=OutputSpec(activation="sigmoid" if person else "softmax"),
         source=SourceSpec(
             checkpoint_sha256=sha256_of(ckpt.path) if ckpt else None, exported_by=f"actionstream {_version()}"
         ),
+        **(person_fields if person else {}),
     )
+    kind = ALL_ARCHS[args.arch].kind
     exported = copy.deepcopy(model).half() if args.fp16 else model  # the fp32 model stays the reference
-    graph = ClipsToScores(exported, ARCHS[args.arch].kind, fp16=args.fp16).eval()
+    graph = _graph(exported, kind, label_ids, fp16=args.fp16).eval()
     step(f"exporting to {args.out} (opset {args.opset}{', fp16' if args.fp16 else ''})")
     _write_onnx(graph, spec, args.out, args.opset)
 
@@ -150,13 +232,17 @@ def export(args: argparse.Namespace) -> float:
     load_spec(args.out)
 
     step("comparing ONNX Runtime with PyTorch")
-    clips = real_looking_clips(spec, batch=3)
+    if person:  # wider than high, as cameras are; boxes over clips 0 and 1 of 3
+        feeds = [*real_looking_clips(spec, batch=3, width=args.size * 16 // 9), *example_boxes(2)]
+    else:
+        feeds = real_looking_clips(spec, batch=3)
     with torch.no_grad():
-        reference = ClipsToScores(model, ARCHS[args.arch].kind)(*clips).numpy()
+        reference = _graph(model, kind, label_ids).eval()(*feeds).numpy()
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
-    got = session.run(["scores"], {i.name: c.numpy() for i, c in zip(spec.inputs, clips, strict=True)})[0]
+    names = [i.name for i in spec.inputs] + (list(BOX_INPUTS) if person else [])
+    got = session.run(["scores"], {name: x.numpy() for name, x in zip(names, feeds, strict=True)})[0]
     delta = float(np.abs(got - reference).max())
     same_top = bool((got.argmax(1) == reference.argmax(1)).all())
     print(f"max |Δprob| = {delta:.3g} (tolerance {args.tolerance:g}), same top-1: {same_top}", flush=True)
@@ -165,13 +251,27 @@ def export(args: argparse.Namespace) -> float:
     return delta
 
 
+def _graph(model: nn.Module, kind: str, label_ids: list[int] | None, *, fp16: bool = False) -> ClipsToScores:
+    if label_ids is None:
+        return ClipsToScores(model, kind, fp16=fp16)
+    return ClipsBoxesToScores(model, kind, label_ids, fp16=fp16)
+
+
 def _write_onnx(graph: nn.Module, spec: ModelSpec, out: Path, opset: int) -> None:
     import onnx
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    example = tuple(real_looking_clips(spec, batch=2))
     names = [i.name for i in spec.inputs]
     batch = torch.export.Dim("N", min=1, max=4096)
+    if spec.task == "person":  # frames of any size (whole frames), any number of boxes
+        example = (*real_looking_clips(spec, batch=2, width=spec.size * 4 // 3), *example_boxes(2))
+        height, width = torch.export.Dim("H", min=16, max=8192), torch.export.Dim("W", min=16, max=8192)
+        boxes = torch.export.Dim("M", min=1, max=65536)
+        dims = [{0: batch, 2: height, 3: width} for _ in names] + [{0: boxes}, {0: boxes}]
+        names += list(BOX_INPUTS)
+    else:
+        example = tuple(real_looking_clips(spec, batch=2))
+        dims = [{0: batch} for _ in names]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*axis name.*")  # the exporter's note about naming Dim N
         program = torch.onnx.export(
@@ -182,7 +282,7 @@ def _write_onnx(graph: nn.Module, spec: ModelSpec, out: Path, opset: int) -> Non
             opset_version=opset,
             dynamo=True,
             external_data=False,
-            dynamic_shapes=(tuple({0: batch} for _ in names),),  # forward(*clips): one varargs entry
+            dynamic_shapes=(tuple(dims),),  # forward(*inputs): one varargs entry
             verbose=False,
         )
     proto = program.model_proto
@@ -214,15 +314,19 @@ class _Progress:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="actionstream-export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
+    p.add_argument("--arch", required=True, help=f"one of: {', '.join(ALL_ARCHS)}")
     p.add_argument("--checkpoint", type=Path, help="MMAction2 or actionstream checkpoint; omit for random weights")
     p.add_argument("--num-classes", type=int, help="classes (default: the checkpoint's, else the labels file's)")
-    p.add_argument("--labels", type=Path, help="text file, one label per line, in class order")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        help="text file, one label per line, in class order; person (ava_*) models: an AVA label map ('id: name')",
+    )
     p.add_argument("--out", type=Path, required=True, help="output .onnx file")
     p.add_argument("--segments", type=int, default=8, help="TSN: frames (segments) per clip (default 8)")
     p.add_argument("--window-s", type=float, default=4.0, help="TSN: seconds the segments span (default 4)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of the training data (Kinetics: 30)")
-    p.add_argument("--size", type=int, default=224, help="crop size in pixels (default 224)")
+    p.add_argument("--size", type=int, help="crop size in pixels (default 224); person models: short side (256)")
     p.add_argument("--depth", type=int, choices=(18, 34, 50, 101), help="ResNet depth (default 50)")
     p.add_argument("--width", type=int, help="base channels (default 64)")
     p.add_argument("--reset-head", action="store_true", help="drop the checkpoint's head (class count differs)")

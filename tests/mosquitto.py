@@ -47,6 +47,21 @@ def make_server_cert(directory: Path, ca: tuple[Path, Path], name: str = "server
     return cert, key
 
 
+def make_client_cert(directory: Path, ca: tuple[Path, Path], name: str) -> tuple[Path, Path]:
+    """A TLS client certificate with CN ``name`` signed by ``ca``: ``(cert, key)``."""
+    cert, key, csr, ext = (directory / f"{name}.{s}" for s in ("crt", "key", "csr", "ext"))
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    _openssl(
+        ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        + ["-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"]
+    )
+    _openssl(
+        ["x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial"]
+        + ["-days", "2", "-out", str(cert), "-extfile", str(ext)]
+    )
+    return cert, key
+
+
 def _openssl(args: list[str]) -> None:
     done = subprocess.run(["openssl", *args], capture_output=True, text=True)
     if done.returncode != 0:
@@ -58,7 +73,9 @@ class Mosquitto:
 
     ``users`` (name → password) creates a password file; anonymous clients are then refused unless
     ``allow_anonymous``. ``tls`` serves TLS with a CA generated here (:attr:`ca_file`). ``persistence`` keeps
-    sessions and retained messages across :meth:`restart` (saved on the SIGTERM of :meth:`stop`).
+    sessions and retained messages across :meth:`restart` (saved on the SIGTERM of :meth:`stop`). ``acl`` is the
+    text of an ACL file (``user NAME`` / ``topic [read|write|readwrite|deny] TOPIC`` lines). ``client_certs`` (with
+    ``tls``) requires a client certificate signed by the broker's CA (:attr:`ca`) whose CN is the user name.
     """
 
     def __init__(
@@ -69,6 +86,8 @@ class Mosquitto:
         tls: bool = False,
         allow_anonymous: bool | None = None,
         persistence: bool = True,
+        acl: str | None = None,
+        client_certs: bool = False,
     ) -> None:
         for tool in ("mosquitto", "mosquitto_passwd", "openssl"):
             if shutil.which(tool) is None:
@@ -77,6 +96,7 @@ class Mosquitto:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port, self.tls = free_port(), tls
         self.ca_file: Path | None = None
+        self.ca: tuple[Path, Path] | None = None  # (cert, key) of the CA that signed the server's certificate
         self.log_file = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
         lines = [
@@ -99,8 +119,13 @@ class Mosquitto:
         if tls:
             ca = make_ca(self.dir)
             cert, key = make_server_cert(self.dir, ca)
-            self.ca_file = ca[0]
+            self.ca_file, self.ca = ca[0], ca
             lines += [f"cafile {ca[0]}", f"certfile {cert}", f"keyfile {key}"]
+        if client_certs:
+            lines += ["require_certificate true", "use_identity_as_username true"]
+        if acl is not None:
+            (self.dir / "acl").write_text(acl)
+            lines.append(f"acl_file {self.dir / 'acl'}")
         self.config_file = self.dir / "mosquitto.conf"
         self.config_file.write_text("\n".join(lines) + "\n")
 
@@ -162,6 +187,7 @@ class Subscriber:
         persistent: bool = False,
         username: str | None = None,
         password: str | None = None,
+        cert: tuple[Path, Path] | None = None,
     ) -> None:
         self.broker = broker
         self.topics = [topics] if isinstance(topics, str) else list(topics)
@@ -176,7 +202,8 @@ class Subscriber:
         if username:
             self.client.username_pw_set(username, password)
         if broker.ca_file:
-            self.client.tls_set(ca_certs=str(broker.ca_file))
+            certfile, keyfile = (str(cert[0]), str(cert[1])) if cert else (None, None)
+            self.client.tls_set(ca_certs=str(broker.ca_file), certfile=certfile, keyfile=keyfile)
         self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *args: self.subscribed.set()

@@ -1,4 +1,4 @@
-"""A real RTSP server for tests: Debian's rtsp-server-perl, fed by an ffmpeg publisher (RTP over UDP only)."""
+"""A real RTSP server for tests: rtsp-server-perl's RTSP::Server, fed by an ffmpeg publisher (RTP over UDP only)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_udp_ports(count: int = 4) -> int:
+    """The first of ``count`` consecutive free UDP ports, even (RTP/RTCP pairs): each server gets its own range."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1] & ~1
+        if first + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sockets.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                sockets[-1].bind(("0.0.0.0", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free UDP port range for RTP")
+
+
+# rtsp-server-perl itself, with its own RTP port range: the script's `--rtp_start_port` is reset to the package
+# default (20000) whenever no stream is mounted, so two servers on one machine would both bind UDP 20000.
+_SERVER = """
+$RTSP::Server::RTP_START_PORT = RTP_PORT;
+my $server = RTSP::Server->new_with_options();
+$server->listen;
+AnyEvent->condvar->recv;
+"""
+
+
 class RtspServer:
     """``start()`` / ``kill()`` as often as a test likes; the publisher streams a live test pattern (GOP 0.5 s)."""
 
@@ -23,6 +55,7 @@ class RtspServer:
                 raise RuntimeError(f"{tool} is not installed: run `make deps` (make test does)")
         self.path, self.fps = path, fps
         self.client_port, self.source_port = free_port(), free_port()
+        self.rtp_port = free_udp_ports()  # the server's default (20000) would clash with a second server
         self.procs: list[subprocess.Popen] = []
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
@@ -31,7 +64,8 @@ class RtspServer:
 
     def start(self, timeout: float = 10.0) -> None:
         server = subprocess.Popen(
-            ["rtsp-server-perl", "-c", str(self.client_port), "-s", str(self.source_port), "-l", "1"],
+            ["perl", "-MAnyEvent", "-MRTSP::Server", "-e", _SERVER.replace("RTP_PORT", str(self.rtp_port)), "--"]
+            + ["-c", str(self.client_port), "-s", str(self.source_port), "-l", "1"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -59,7 +59,7 @@ class Lateral:
 
 
 class ResNet3d(nn.Module):
-    """Clips ``[B, 3, T, H, W]`` → feature maps ``[B, C, T', H/32, W/32]``."""
+    """Clips ``[B, 3, T, H, W]`` → feature maps ``[B, C, T', H/32, W/32]`` (``H/16``: AVA's last stride 1)."""
 
     def __init__(
         self,
@@ -71,6 +71,7 @@ class ResNet3d(nn.Module):
         pool1_stride_t: int = 1,
         with_pool2: bool = True,
         inflate: Inflate = (1, 1, 1, 1),
+        spatial_strides: tuple[int, int, int, int] = (1, 2, 2, 2),
         lateral: Lateral | None = None,
     ) -> None:
         super().__init__()
@@ -92,7 +93,7 @@ class ResNet3d(nn.Module):
                 self.laterals.append(name)
                 cin += 2 * fast
             planes = width * 2**i
-            stride = 1 if i == 0 else 2
+            stride = spatial_strides[i]
             cout = planes * block.expansion
             flags = inflate[i] if isinstance(inflate[i], tuple) else (inflate[i],) * blocks
             if len(flags) != blocks:

@@ -23,6 +23,7 @@ class SlowFast(nn.Module):
         channel_ratio: int = 8,
         speed_ratio: int = 8,
         fusion_kernel: int = 5,
+        spatial_strides: tuple[int, int, int, int] = (1, 2, 2, 2),
     ) -> None:
         super().__init__()
         lateral = Lateral(channel_ratio=channel_ratio, speed_ratio=speed_ratio, fusion_kernel=fusion_kernel)
@@ -32,6 +33,7 @@ class SlowFast(nn.Module):
             conv1_kernel=(1, 7, 7),
             with_pool2=False,
             inflate=(0, 0, 1, 1),
+            spatial_strides=spatial_strides,
             lateral=lateral,
         )
         self.fast_path = ResNet3d(
@@ -40,6 +42,7 @@ class SlowFast(nn.Module):
             conv1_kernel=(5, 7, 7),
             with_pool2=False,
             inflate=(1, 1, 1, 1),
+            spatial_strides=spatial_strides,
         )
         self.out_channels = self.slow_path.out_channels + self.fast_path.out_channels
 

@@ -12,12 +12,14 @@ from typing import Literal
 
 from torch import nn
 
+from export.models.detection import ActionDetector, AVARoIHead
 from export.models.heads import I3DHead, SlowFastHead, TSNHead
 from export.models.recognizers import Recognizer2D, Recognizer3D, RecognizerSlowFast
 from export.models.resnet2d import ResNet2d
 from export.models.resnet3d import ResNet3d
 from export.models.slowfast import SlowFast
 
+AVA_SPATIAL_STRIDES = (1, 2, 2, 1)  # AVA detectors: the last stage keeps stride 16 for RoIAlign
 I3D_R50_INFLATE = ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0))
 
 
@@ -67,6 +69,44 @@ def slowfast_r50_8x8(
     return RecognizerSlowFast(backbone, SlowFastHead(backbone.out_channels, num_classes, dropout=dropout))
 
 
+def _ava_slowonly(num_classes: int, depth: int, width: int, dropout: float) -> ActionDetector:
+    backbone = ResNet3d(
+        depth=depth,
+        width=width,
+        conv1_kernel=(1, 7, 7),
+        with_pool2=False,
+        inflate=(0, 0, 1, 1),
+        spatial_strides=AVA_SPATIAL_STRIDES,
+    )
+    return ActionDetector(backbone, AVARoIHead(backbone.out_channels, num_classes, dropout=dropout))
+
+
+def ava_slowonly_r50_4x16(
+    *, num_classes: int = 81, depth: int = 50, width: int = 64, dropout: float = 0.5
+) -> ActionDetector:
+    return _ava_slowonly(num_classes, depth, width, dropout)
+
+
+def ava_slowonly_r50_8x8(
+    *, num_classes: int = 81, depth: int = 50, width: int = 64, dropout: float = 0.5
+) -> ActionDetector:
+    return _ava_slowonly(num_classes, depth, width, dropout)
+
+
+def ava_slowfast_r50_4x16(
+    *, num_classes: int = 81, depth: int = 50, width: int = 64, dropout: float = 0.5
+) -> ActionDetector:
+    backbone = SlowFast(depth=depth, width=width, speed_ratio=8, fusion_kernel=5, spatial_strides=AVA_SPATIAL_STRIDES)
+    return ActionDetector(backbone, AVARoIHead(backbone.out_channels, num_classes, dropout=dropout))
+
+
+def ava_slowfast_r50_8x8(
+    *, num_classes: int = 81, depth: int = 50, width: int = 64, dropout: float = 0.5
+) -> ActionDetector:
+    backbone = SlowFast(depth=depth, width=width, speed_ratio=4, fusion_kernel=7, spatial_strides=AVA_SPATIAL_STRIDES)
+    return ActionDetector(backbone, AVARoIHead(backbone.out_channels, num_classes, dropout=dropout))
+
+
 @dataclass(frozen=True)
 class Sampling:
     """One model input: ``frames`` frames, ``interval`` source frames apart (MMAction2's ``frame_interval``)."""
@@ -92,9 +132,21 @@ ARCHS: dict[str, Arch] = {
     "slowfast_r50_8x8": Arch(slowfast_r50_8x8, "slowfast", (Sampling("slow", 8, 8), Sampling("fast", 32, 2))),
 }
 
+# Person (AVA-style) models: clip(s) + person boxes -> per-box multi-label logits. Sampling as in MMAction2's AVA
+# configs (``SampleAVAFrames``, 30 fps), the key frame being the clip's centre one (index frames // 2).
+PERSON_ARCHS: dict[str, Arch] = {
+    "ava_slowonly_r50_4x16": Arch(ava_slowonly_r50_4x16, "3d", (Sampling("clip", 4, 16),)),
+    "ava_slowonly_r50_8x8": Arch(ava_slowonly_r50_8x8, "3d", (Sampling("clip", 8, 8),)),
+    "ava_slowfast_r50_4x16": Arch(
+        ava_slowfast_r50_4x16, "slowfast", (Sampling("slow", 4, 16), Sampling("fast", 32, 2))
+    ),
+    "ava_slowfast_r50_8x8": Arch(ava_slowfast_r50_8x8, "slowfast", (Sampling("slow", 8, 8), Sampling("fast", 32, 2))),
+}
+
 
 def build_model(arch: str, **kwargs: object) -> nn.Module:
-    """Build ``arch`` by name; unknown names list the known ones."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of: {', '.join(ARCHS)}")
-    return ARCHS[arch].build(**kwargs)
+    """Build ``arch`` (a clip or a person model) by name; unknown names list the known ones."""
+    known = {**ARCHS, **PERSON_ARCHS}
+    if arch not in known:
+        raise ValueError(f"unknown arch {arch!r}; expected one of: {', '.join(known)}")
+    return known[arch].build(**kwargs)

@@ -357,11 +357,36 @@ def test_ring_memory(style):
     inputs = STYLES[style]
     buf = ClipBuffer(make_spec(inputs), encode, every_s=1.0)
     n = finest_of(inputs)["frames"]
+    assert buf.ring is None  # allocated for the first frame's shape
+    times = cfr(400, 1, 30)
+    buf.push(0, times[0], 0.0)
+    buf.push(1, times[1], 0.0)
     assert buf.ring.nbytes == n * SIZE * SIZE * 3
     ring = buf.ring
-    for k, t in enumerate(cfr(400, 1, 30)):
+    for k, t in enumerate(times[2:], 2):
         buf.push(k, t, 0.0)
     assert buf.ring is ring and buf.ring.nbytes == n * SIZE * SIZE * 3
+
+
+def test_a_new_frame_shape_starts_a_new_ring_and_no_clip_mixes_shapes():
+    """Whole-frame models (crop none): a camera that comes back at another resolution fills a fresh ring."""
+    spec = make_spec(I3D)
+    shape = {"shape": (SIZE, SIZE + 4, 3)}
+    buf = ClipBuffer(spec, lambda k: np.full(shape["shape"], k % 256, np.uint8), every_s=1.0)
+    times = cfr(400, 1, 30)
+    clips = []
+    for k, t in enumerate(times):
+        if k == 200:
+            shape["shape"] = (SIZE + 2, SIZE, 3)
+        clip = buf.push(k, t, 0.0)
+        if clip is not None:
+            clips.append((k, clip))
+    before = [c for k, c in clips if k < 200]
+    after = [(k, c) for k, c in clips if k >= 200]
+    assert before and after
+    assert all(c.inputs["clip"].shape[1:] == (SIZE, SIZE + 4, 3) for c in before)
+    assert all(c.inputs["clip"].shape[1:] == (SIZE + 2, SIZE, 3) for _, c in after)
+    assert all(c.start >= times[200] for _, c in after)  # only new-shape frames, no empty slots
 
 
 def test_clips_are_copies_not_views_of_the_ring():

@@ -387,3 +387,70 @@ def test_event_sequences_are_well_formed(cfg, steps):
             assert e.end_time is None or e.end_time >= e.start_time
             assert e.top_score >= e.score or math.isclose(e.top_score, e.score)
             json.dumps(e.payload(published_at=t), allow_nan=False)
+
+
+# Person models: one tracker per (person, label), sharing the camera's seq.
+
+
+def person_events(**kw):
+    from agent.events import PersonEvents
+
+    return PersonEvents(camera=CAM, model="m", labels=LABELS, config=config(**kw))
+
+
+def person(pid: int, x: float = 0.1):
+    from agent.people import Person
+
+    return Person(pid, (x, 0.1, x + 0.2, 0.9), 0.9)
+
+
+def feed_people(tracker, steps: list[tuple[list, list[list[float]], list[int]]]) -> list[Event]:
+    events = []
+    for i, (people, rows, lost) in enumerate(steps):
+        t = T0 + i
+        scores = np.asarray(rows, dtype=np.float64).reshape(len(people), len(LABELS))
+        events += tracker.update(people, scores, lost=lost, clip_start=100.0 + i, clip_end=102.0 + i, received_at=t)
+    return events
+
+
+def test_per_person_start_and_end_events():
+    """Person 1 waves (label a) from t1 to t3; person 2 does b from t2 until the tracker loses them at t4."""
+    events = feed_people(
+        person_events(),
+        [
+            ([person(1)], [one(0.1)], []),
+            ([person(1), person(2, 0.6)], [one(0.9), [0, 0.8, 0]], []),
+            ([person(1), person(2, 0.62)], [one(0.9), [0, 0.7, 0]], []),
+            ([person(1)], [one(0.1)], []),  # person 2 not detected: their action goes on
+            ([person(1)], [one(0.1)], [2]),  # ... until the tracker gives them up
+        ],
+    )
+    got = [(e.seq, e.type, e.person, e.label, e.end_time and e.end_time - T0) for e in events]
+    assert got == [
+        (1, "start", 1, "a", None),
+        (2, "start", 2, "b", None),
+        (3, "end", 1, "a", 3.0),
+        (4, "end", 2, "b", 4.0),
+    ]
+    assert len({e.id for e in events}) == len(events)
+    assert events[1].box == (0.6, 0.1, 0.8, 0.9) and events[3].box == (0.62, 0.1, 0.8200000000000001, 0.9)
+    payload = events[1].payload(T0 + 2)
+    assert payload["person"] == 2 and payload["box"] == [0.6, 0.1, 0.8, 0.9]
+    assert set(payload) - {"person", "box"} == set(json.loads(EXAMPLE.replace("start|update|end", "start")))
+    assert "person" not in feed(tracker(), [one(0.9)])[0].payload(T0)  # clip models: no person keys
+
+
+def test_person_state_is_on_while_anyone_does_it_and_stream_down_ends_everyone():
+    tracker = person_events()
+    feed_people(tracker, [([person(1), person(2, 0.6)], [one(0.9), one(0.9)], [])])
+    assert tracker.active() == {"a": True, "b": False, "c": False}
+    feed_people(tracker, [([person(1), person(2, 0.6)], [one(0.1), one(0.9)], [])])
+    assert tracker.active()["a"]  # person 2 still does it
+    ended = tracker.stream_down(T0 + 5)
+    assert [(e.type, e.person, e.label) for e in ended] == [("end", 2, "a")]
+    assert tracker.active() == {"a": False, "b": False, "c": False} and tracker.people == {}
+
+
+def test_person_scores_must_match_people():
+    with pytest.raises(ValueError, match="2 score rows for 1 people"):
+        person_events().update([person(1)], np.zeros((2, 3)), clip_start=0, clip_end=1, received_at=T0)

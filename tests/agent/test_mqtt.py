@@ -324,8 +324,8 @@ def test_tls_wrong_password_is_logged_clearly_and_retried(tls_broker, caplog):
         async with MqttSink(config, metrics) as sink:
             sink.publish_event(_event(0))
             await _until(lambda: "refused the connection" in caplog.text, 10)
-            refused = tls_broker.log().count("(0, 5)")  # CONNACK "not authorised"
-            await _until(lambda: tls_broker.log().count("(0, 5)") > refused, 5)  # it retries (after 1-2 s)
+            refused = tls_broker.log().count("(0, 135)")  # MQTT 5 CONNACK "not authorized"
+            await _until(lambda: tls_broker.log().count("(0, 135)") > refused, 5)  # it retries (after 1-2 s)
             assert not sink.connected and metrics.value("actionstream_mqtt_connected") == 0
             assert sink.queued == 1
 

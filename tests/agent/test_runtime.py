@@ -10,7 +10,7 @@ import pytest
 from agent.clips import Clip
 from agent.config import ModelConfig
 from agent.metrics import Metrics
-from agent.runtime import Batcher, ModelRuntime
+from agent.runtime import Batcher, ModelRuntime, batch_buckets
 from agent.spec import SpecError
 
 
@@ -80,3 +80,25 @@ def test_auto_device_falls_back_to_cpu_here(tiny_model):
     scores = runtime.infer({i.name: np.zeros((2, i.frames, 64, 64, 3), np.uint8) for i in runtime.spec.inputs})
     assert scores.shape == (2, 5) and scores.dtype == np.float32
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_bound_path_pads_to_buckets_and_returns_only_real_rows(tiny_model):
+    """The CUDA path (IO binding, device buffers reused per shape, batches padded to buckets), exercised with
+    CPU-resident buffers: same scores as a plain run, one row per clip, one buffer per bucket."""
+    runtime = ModelRuntime("m", ModelConfig(path=tiny_model, device="cpu", max_batch=6))
+    rng = np.random.default_rng(0)
+    size = runtime.spec.size
+    inputs = {i.name: rng.integers(0, 256, (3, i.frames, size, size, 3), dtype=np.uint8) for i in runtime.spec.inputs}
+    plain = runtime.infer(inputs)
+    runtime.device, runtime.buckets, runtime.bound_device = "cuda", batch_buckets(6), ("cpu", 0)
+    assert runtime.buckets == [1, 2, 4, 6] and runtime.bucket(3) == 4 and runtime.bucket(6) == 6
+    for _ in range(2):  # the second run reuses the buffers
+        np.testing.assert_allclose(runtime.infer(inputs), plain, atol=1e-6)
+    two = runtime.infer({k: v[:2] for k, v in inputs.items()})
+    np.testing.assert_allclose(two, plain[:2], atol=1e-6)
+    stacked = {k: runtime.stack(k, list(v)) for k, v in inputs.items()}  # what the batcher does: into the bucket
+    assert all(v.shape == inputs[k].shape and v.base.shape[0] == 4 for k, v in stacked.items())
+    np.testing.assert_allclose(runtime.infer(stacked), plain, atol=1e-6)
+    runtime.warm_up([1, 5])
+    shapes = {(name, shape[0]) for name, shape, _ in runtime._device_inputs}
+    assert shapes == {(i.name, b) for i in runtime.spec.inputs for b in (1, 2, 4, 6)}

@@ -161,6 +161,11 @@ BAD = {
     "activation": (_set(["output", "activation"], "relu"), ["output.activation"]),
     "missing source": (_pop("source"), ["source"]),
     "size is text": (_set(["size"], "big"), ["size"]),
+    "unknown task": (_set(["task"], "scene"), ["task"]),
+    "crop none, size != short": (_set(["crop"], "none"), ["crop 'none'", "size (224) must equal resize_short"]),
+    "multilabel softmax": (_set(["multilabel"], True), ["multilabel", "softmax"]),
+    "label_ids short": (_set(["label_ids"], [1, 2]), ["label_ids", "3 unique ids"]),
+    "label_ids repeated": (_set(["label_ids"], [1, 1, 2]), ["label_ids", "3 unique ids"]),
 }
 
 
@@ -379,3 +384,41 @@ def test_missing_file(tmp_path):
 def test_directory_is_not_a_model(tmp_path):
     with pytest.raises(SpecError):
         open_session(tmp_path)
+
+
+# --- person models (task: person) ---------------------------------------------------------------------------------
+
+
+def test_person_model_with_boxes_and_any_frame_shape_loads(tmp_path):
+    from tests.person_graphs import box_scorer
+
+    path = box_scorer(tmp_path / "people.onnx", ["a", "b"], np.zeros((4, 2)), np.zeros(2))
+    spec = load_spec(path)
+    assert (spec.task, spec.multilabel, spec.crop, spec.crop_size) == ("person", True, "none", None)
+    assert parse_spec(EXAMPLE, "m.onnx").crop_size == 224
+
+
+def _person_graph(tmp_path, boxes_width=True, batch_type=TensorProto.INT64, with_boxes=True):
+    from tests.person_graphs import box_scorer
+
+    good = onnx.load(str(box_scorer(tmp_path / "good.onnx", ["a", "b"], np.zeros((4, 2)), np.zeros(2))))
+    for node in good.graph.input:
+        if node.name == "boxes" and not boxes_width:
+            node.type.tensor_type.shape.dim[1].dim_param = "K"  # not 4 coordinates
+        if node.name == "box_batch":
+            node.type.tensor_type.elem_type = batch_type
+    if not with_boxes:  # the same graph, with a spec that says clip model
+        meta = json.loads(good.metadata_props[0].value) | {"task": "clip"}
+        good.metadata_props[0].value = json.dumps(meta)
+    path = tmp_path / "bad.onnx"
+    onnx.save(good, str(path))
+    return path
+
+
+def test_person_model_box_inputs_are_checked(tmp_path):
+    with pytest.raises(SpecError, match=r"bad\.onnx: input 'boxes' is tensor\(float\) \['M', 'K'\], expected float"):
+        load_spec(_person_graph(tmp_path, boxes_width=False))
+    with pytest.raises(SpecError, match=r"input 'box_batch' is tensor\(int32\).*expected int64 \[M\]"):
+        load_spec(_person_graph(tmp_path, batch_type=TensorProto.INT32))
+    with pytest.raises(SpecError, match=r"graph inputs \['box_batch', 'boxes', 'clip'\] differ from spec inputs"):
+        load_spec(_person_graph(tmp_path, with_boxes=False))

@@ -1,0 +1,223 @@
+"""All benchmarks in one run, JSON lines into bench/results/<device>.jsonl (or --out), then the plots.
+
+    python -m bench                 # this machine (CPU): what `make bench` runs; ends with "efficiency: X.XX"
+    python -m bench --gpu           # a CUDA machine (bench/gpu.sh): fp16 models, batch 1/32, many cameras
+    python -m bench --gpu --smoke   # the same steps on the CPU with tiny models, in about a minute
+
+Each step is skipped (with a JSON line saying so) once the time budget (--budget-s) is spent, so a lent machine
+always returns what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+if "--gpu" in sys.argv:  # torch first: it loads the CUDA / cuDNN libraries onnxruntime-gpu needs
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+
+from bench.common import ROOT, Emitter, device_name, slug  # noqa: E402
+
+GPU_ARCHS = "slowfast_r50_4x16,tsn_r50,i3d_r50,slowonly_r50_8x8,slowfast_r50_8x8"
+
+
+def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
+    from bench import decode, e2e, interp, model, offline
+
+    o = ["--out", str(out)]
+    if not args.gpu:  # this machine: `make bench`
+        return [
+            ("decode", lambda: decode.main(["--repeats", "3", *o])),
+            ("interp", lambda: interp.main(o)),
+            ("model", lambda: model.main(["--archs", "demo", "--batches", "1,2,4,8,16,32", "--seconds", "2", *o])),
+            (
+                "model_r50",
+                lambda: model.main(
+                    [
+                        "--archs",
+                        "slowonly_r50_8x8,slowfast_r50_4x16",
+                        "--batches",
+                        "1",
+                        "--seconds",
+                        "2",
+                        "--min-runs",
+                        "3",
+                        *o,
+                    ]
+                ),
+            ),  # fmt: skip
+            (
+                "e2e",
+                lambda: e2e.main(
+                    [
+                        "--cameras",
+                        "1,4,8,16,24,32,40,48,56,64",
+                        "--max-batch",
+                        "64",
+                        "--seconds",
+                        "10",
+                        "--warmup",
+                        "3",
+                        *o,
+                    ]
+                ),
+            ),  # fmt: skip
+            # The same sweep's upper end without decode: what the agent itself costs on top of the model.
+            (
+                "e2e_synthetic",
+                lambda: e2e.main(
+                    ["--synthetic", "--cameras", "32,48,64", "--every", "0.25", "--seconds", "10", "--warmup", "3", *o]
+                ),
+            ),  # fmt: skip
+            ("offline", lambda: offline.main(["--archs", "slowfast_r50_4x16,tsn_r50", "--repeats", "2", *o])),
+        ]
+    # The GPU run; --smoke runs the very same steps on the CPU with tiny models and short windows.
+    smoke = args.smoke
+    device = "auto" if smoke else "cuda"
+    size = ["--size", "64", "--tiny"] if smoke else []
+    secs = (lambda s: "0.3") if smoke else str
+    cams = (lambda ks: "2,4") if smoke else (lambda ks: ks)
+    window = ["--seconds", "2", "--warmup", "1"] if smoke else ["--seconds", "8", "--warmup", "3"]
+    sf = lambda: str(_fp16_model("slowfast_r50_4x16", smoke))  # noqa: E731 - exported by the first step
+
+    def e2e_args(every: str, ks: str) -> list[str]:
+        return ["--model", sf(), "--synthetic", "--device", device, "--every", every, "--cameras", cams(ks),
+                "--max-batch", "32", *window, *o]  # fmt: skip
+
+    run = [
+        (
+            "model_slowfast",
+            lambda: model.main(
+                [
+                    "--archs",
+                    "slowfast_r50_4x16",
+                    "--fp16",
+                    "--batches",
+                    "1,8,32",
+                    "--device",
+                    device,
+                    "--seconds",
+                    secs(4),
+                    *size,
+                    *o,
+                ]
+            ),
+        ),  # fmt: skip
+        # Efficiency at batch 32: more clips than the model can take (every camera every 0.1 s), no decode.
+        ("e2e_saturated", lambda: e2e.main(e2e_args("0.1", "32,64,96"))),
+        # Cameras at one inference per second each: how many stay under p99 500 ms.
+        ("e2e_cameras", lambda: e2e.main(e2e_args("1.0", "64,128,192,256,320"))),
+        (
+            "model_others",
+            lambda: model.main(
+                [
+                    "--archs",
+                    GPU_ARCHS.split(",", 1)[1],
+                    "--fp16",
+                    "--batches",
+                    "1,32",
+                    "--device",
+                    device,
+                    "--seconds",
+                    secs(3),
+                    *size,
+                    *o,
+                ]
+            ),
+        ),  # fmt: skip
+    ]
+    if _importable("av") and shutil.which("ffmpeg") and not smoke:
+        run.append(("decode", lambda: decode.main(["--repeats", "1", *o])))
+    return run
+
+
+def _fp16_model(arch: str, tiny: bool = False) -> Path:
+    from bench.model import model_file
+
+    return model_file(arch, fp16=True, tiny=tiny, size=64 if tiny else 224)
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+        return True
+    except Exception:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--gpu", action="store_true", help="the GPU measurement (bench/gpu.sh)")
+    p.add_argument("--smoke", action="store_true", help="with --gpu: tiny models on the CPU, to test the script")
+    p.add_argument("--out", type=Path, help="JSON lines file (default: bench/results/<device>.jsonl)")
+    p.add_argument("--budget-s", type=float, default=float(os.environ.get("BENCH_BUDGET_S", 0)) or None)
+    p.add_argument("--only", help="comma-separated step names")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    device = device_name()
+    results = ROOT / (".cache/bench" if args.smoke else "bench/results")  # smoke numbers are not results
+    out = args.out or results / f"{slug(device)}{'-smoke' if args.smoke else ''}.jsonl"
+    if out.exists():
+        out.unlink()
+    emit = Emitter(out, device)
+    mode = "gpu-smoke" if args.smoke else ("gpu" if args.gpu else "cpu")
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    emit({"bench": "run", "mode": mode, "python": sys.version.split()[0], "versions": _versions(), "started": started})
+    t0 = time.monotonic()
+    failed, results = [], {}
+    for name, step in steps(args, out):
+        if args.only and name not in args.only.split(","):
+            continue
+        if args.budget_s and time.monotonic() - t0 > args.budget_s:
+            emit({"bench": "skipped", "step": name, "reason": f"time budget {args.budget_s:g} s spent"})
+            continue
+        started = time.monotonic()
+        try:
+            results[name] = step()
+        except Exception as e:  # one step failing must not lose the others' numbers
+            traceback.print_exc()
+            emit({"bench": "failed", "step": name, "error": f"{type(e).__name__}: {e}"[:500]})
+            failed.append(name)
+        print(f"# step {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    emit.close()
+    if not args.no_plots:
+        from bench import plots
+
+        try:
+            for path in plots.draw(plots.load(out), out.parent, out.stem):
+                print(f"wrote {path}")
+        except ImportError as e:
+            print(f"no plots ({e})")
+    print(f"results: {out} ({time.monotonic() - t0:.0f} s)")
+    summaries = [r for r in (results.get("e2e"), results.get("e2e_saturated")) if r]
+    if summaries and summaries[0].get("efficiency") is not None:
+        print(f"efficiency: {summaries[0]['efficiency']:.2f}")
+    return 1 if failed else 0
+
+
+def _versions() -> dict:
+    versions = {}
+    for name in ("onnxruntime", "torch", "av", "numpy"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:
+            versions[name] = None
+    try:
+        import onnxruntime
+
+        versions["providers"] = onnxruntime.get_available_providers()
+    except Exception:
+        pass
+    return versions
+
+
+if __name__ == "__main__":
+    sys.exit(main())

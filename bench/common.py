@@ -1,0 +1,130 @@
+"""Shared helpers for the benchmarks: cached artifacts, JSON lines, percentiles, process statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "bench"
+DEMO_MODEL = ROOT / "models" / "motion_demo.onnx"
+# The bundled demo model's architecture (for its PyTorch twin in bench/model.py): SlowOnly 8x8, ResNet-18, width 16.
+DEMO_ARCH = {"arch": "slowonly_r50_8x8", "depth": 18, "width": 16, "size": 96, "num_classes": 9}
+
+
+class Emitter:
+    """Prints JSON lines and appends them to ``out`` (when given); every record carries the device name."""
+
+    def __init__(self, out: Path | None = None, device: str | None = None) -> None:
+        self.device = device or device_name()
+        self.out: IO[str] | None = None
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.out = open(out, "a")  # noqa: SIM115 - closed by close()
+
+    def __call__(self, record: dict) -> dict:
+        record = {"bench": record.pop("bench"), "device": self.device} | record
+        line = json.dumps(record)
+        print(line, flush=True)
+        if self.out is not None:
+            self.out.write(line + "\n")
+            self.out.flush()
+        return record
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+
+
+def device_name() -> str:
+    """The accelerator's name when one is visible (nvidia-smi), else the CPU model and core count."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    model = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} x{os.cpu_count()}"
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def percentiles(values: list[float] | np.ndarray, qs=(50, 95, 99)) -> dict[str, float | None]:
+    if len(values) == 0:
+        return {f"p{q}": None for q in qs}
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{q}": round(float(np.percentile(arr, q)), 2) for q in qs}
+
+
+class ProcessStats:
+    """CPU time (user + system, this process and waited children) and resident memory, over an interval."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.cpu0 = _cpu_seconds()
+
+    def cpu_percent(self) -> float:
+        wall = time.perf_counter() - self.t0
+        return 100 * (_cpu_seconds() - self.cpu0) / wall if wall > 0 else 0.0
+
+    @staticmethod
+    def rss_mb() -> float:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def test_video(seconds: int, width: int, height: int, fps: int = 25, name: str | None = None) -> Path:
+    """A moving test pattern encoded with H.264 (PyAV's encoder, so no ffmpeg CLI is needed), cached."""
+    import av
+
+    path = CACHE / (name or f"testsrc_{width}x{height}_{fps}fps_{seconds}s.mp4")
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.mp4")
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "g": str(2 * fps)}
+        for i in range(seconds * fps):
+            rgb = np.empty((height, width, 3), np.uint8)
+            rgb[..., 0] = (xx + 4 * i) % 256
+            rgb[..., 1] = (yy + 2 * i) % 256
+            rgb[..., 2] = ((xx // 32 + yy // 32 + i // 5) % 2) * 200
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    tmp.rename(path)
+    return path

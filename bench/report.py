@@ -1,0 +1,74 @@
+"""Markdown tables from a benchmark's JSON lines (for the README's Performance section).
+
+python -m bench.report bench/results/FILE.jsonl
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bench.plots import load
+
+
+def tables(records: list[dict]) -> str:
+    out = []
+    model = [r for r in records if r["bench"] == "model" and "clips_per_s" in r]
+    if model:
+        out += ["| arch | runtime | fp16 | batch | batch ms (p50) | clips/s |", "|---|---|---|---|---|---|"]
+        out += [
+            f"| {r['arch']}{' (tiny)' if r.get('tiny') else ''} | {r['runtime']} | {r['fp16']} | {r['batch']} "
+            f"| {r['batch_ms_p50']} | {r['clips_per_s']} |"
+            for r in model
+        ]
+        out.append("")
+    e2e = [r for r in records if r["bench"] == "e2e"]
+    if e2e:
+        out += [
+            "| mode | K | clips/s | mean batch | batch ms | p50 / p95 / p99 ms | stale | CPU % (per cam) | RSS MB/cam "
+            "| model-only clips/s | efficiency | p99 ÷ batch |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['mode']} | {r['cameras']} | {r['clips_per_s']} | {r['mean_batch']} | {r['batch_ms_mean']} "
+            f"| {r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['stale_clips_dropped']} "
+            f"| {r['cpu_percent']} ({r['cpu_percent_per_camera']}) | {r['rss_mb_per_camera']} "
+            f"| {r['model_only_clips_per_s']} | {r['efficiency']} | {r['p99_over_batch']} |"
+            for r in e2e
+        ]
+        out.append("")
+    decode = [r for r in records if r["bench"] == "decode"]
+    if decode:
+        out += ["| decode variant | fps | ratio |", "|---|---|---|"]
+        out += [f"| {r['variant']} | {r['fps']} | |" for r in decode if r["variant"] != "summary"]
+        out += [
+            f"| summary | | sampled/ffmpeg {r['sampled_vs_ffmpeg']}, sampled/all {r['sampled_vs_all']} |"
+            for r in decode
+            if r["variant"] == "summary"
+        ]
+        out.append("")
+    interp = [r for r in records if r["bench"] == "interp"]
+    if interp:
+        out += ["| swscale mode | ms/frame | mean abs pixel | max abs Δprob | same top-1 |", "|---|---|---|---|---|"]
+        out += [
+            f"| {r['mode']} | {r['ms_per_frame']} | {r['mean_abs_pixel']} | {r['max_abs_prob']} | {r['same_top1']} |"
+            for r in interp
+        ]
+        out.append("")
+    offline = [r for r in records if r["bench"] == "offline"]
+    if offline:
+        out += [
+            "| arch | views | ours: command / infer s | MMAction2: command / inference_recognizer s | speed-up |",
+            "|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['arch']} | {r['views']} | {r['ours_command_s']} / {r['ours_infer_s']} "
+            f"| {r['mmaction2_command_s']} / {r['mmaction2_infer_s']} "
+            f"| {r['speedup_command']}× / {r['speedup_infer']}× |"
+            for r in offline
+        ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(tables(load(Path(sys.argv[1]))))
