@@ -16,10 +16,10 @@ import numpy as np
 from prometheus_client import start_http_server
 
 from agent.clips import Clip
-from agent.config import AgentConfig, CameraConfig, ConfigError
+from agent.config import AgentConfig, CameraConfig
 from agent.events import Event, EventTracker, PersonEvents, tracked_labels, unknown_labels
 from agent.metrics import Metrics
-from agent.people import IouTracker, PersonDetector
+from agent.people import IouTracker, PersonDetector, open_detector
 from agent.runtime import Batcher, ModelRuntime, providers_for
 from agent.sinks import MqttSink, Sink, StdoutSink
 from agent.sources import Camera
@@ -51,15 +51,9 @@ class Agent:
                 model.max_batch,
             )
             self.runtimes[name] = runtime
-            if runtime.spec.task == "person" and model.detector is None:
-                raise ConfigError(
-                    f"models.{name}.detector: {model.path} is a person model (task: person); "
-                    "configure the person detector that finds who to classify"
-                )
-            if runtime.spec.task != "person" and model.detector is not None:
-                raise ConfigError(f"models.{name}.detector: {model.path} is not a person model; remove the detector")
-            if model.detector is not None:
-                self.detectors[name] = PersonDetector(model.detector, providers_for(model))
+            detector = open_detector(name, model, runtime.spec, providers_for(model))
+            if detector is not None:
+                self.detectors[name] = detector
                 log.info(
                     "model %s: person detector %s (%s outputs)", name, model.detector.path, self.detectors[name].layout
                 )
@@ -201,7 +195,7 @@ class _Pipeline:
                 if not up:
                     self._publish(self.tracker.stream_down(time.time()))
                     if self.detector is not None:
-                        self.people.tracks.clear()
+                        self.people.reset()
             await asyncio.sleep(STATUS_POLL_S)
 
     def _publish(self, events: list[Event]) -> None:

@@ -86,6 +86,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from agent.people import open_detector
     from agent.runtime import ModelRuntime
 
     config = load_config(args.config)
@@ -95,15 +96,11 @@ def _check(args: argparse.Namespace) -> int:
         spec = runtime.spec
         inputs = ", ".join(f"{i.name} {i.frames}x{i.stride_s * 1000:.0f}ms" for i in spec.inputs)
         print(f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}")
-        if model.detector is not None:
-            from agent.people import PersonDetector
-
-            detector = PersonDetector(model.detector)
+        detector = open_detector(name, model, spec)
+        if detector is not None:
             print(
                 f"    person detector: {model.detector.path} ({detector.layout} outputs, class {detector.person_class})"
             )
-        elif spec.task == "person":
-            raise ConfigError(f"{args.config}: models.{name}.detector: {model.path} is a person model; add a detector")
     for camera in config.cameras:
         url = redact_url(camera.url.get_secret_value())
         print(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")

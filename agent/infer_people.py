@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import DetectorConfig
-from agent.people import IouTracker, PersonDetector
+from agent.people import IouTracker, PersonDetector, box_inputs, rows_per_clip
 from agent.proposals import read_proposals
 from agent.spec import ModelSpec
 from agent.video import VideoError, frame_times, read_clips
@@ -90,10 +90,8 @@ def _score(session, spec: ModelSpec, clips, people) -> list[np.ndarray]:
     if not sum(counts):
         return [np.zeros((0, len(spec.labels)), np.float32) for _ in clips]
     inputs = {i.name: np.stack([c.inputs[i.name] for c in clips]) for i in spec.inputs}
-    inputs["boxes"] = np.float32([p.box for persons in people for p in persons])
-    inputs["box_batch"] = np.repeat(np.arange(len(clips), dtype=np.int64), counts)
-    scores = session.run([spec.output.name], inputs)[0]
-    return np.split(scores, np.cumsum(counts)[:-1])
+    inputs |= box_inputs([np.float32([p.box for p in persons]) for persons in people])
+    return rows_per_clip(session.run([spec.output.name], inputs)[0], counts)
 
 
 def _person(spec: ModelSpec, person, row: np.ndarray, top_k: int) -> dict:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from agent.config import DetectorConfig
-from agent.spec import SpecError, open_session
+from agent.config import ConfigError, DetectorConfig, ModelConfig
+from agent.spec import ModelSpec, SpecError, open_session
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,31 @@ class PersonDetector:
         return [(tuple(float(v) for v in boxes[i]), float(scores[i])) for i in order]
 
 
+def open_detector(name: str, model: ModelConfig, spec: ModelSpec, providers: list | None = None):
+    """The detector of model ``name``: required for a person model, refused for a clip model (ConfigError)."""
+    if spec.task == "person" and model.detector is None:
+        raise ConfigError(
+            f"models.{name}.detector: {model.path} is a person model (task: person); "
+            "configure the person detector that finds who to classify"
+        )
+    if spec.task != "person" and model.detector is not None:
+        raise ConfigError(f"models.{name}.detector: {model.path} is not a person model; remove the detector")
+    return None if model.detector is None else PersonDetector(model.detector, providers)
+
+
+def box_inputs(boxes: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """A person model's ``boxes`` and ``box_batch`` inputs for a batch of clips, ``boxes[i]`` ``[M_i, 4]`` of clip i."""
+    return {
+        "boxes": np.concatenate(boxes).astype(np.float32).reshape(-1, 4),
+        "box_batch": np.repeat(np.arange(len(boxes), dtype=np.int64), [len(b) for b in boxes]),
+    }
+
+
+def rows_per_clip(scores: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """Split a person model's ``[ΣM_i, K]`` scores back into each clip's ``[M_i, K]``."""
+    return np.split(scores, np.cumsum(counts)[:-1])
+
+
 def _output_layout(session, origin: str) -> tuple[str, list[str]]:
     outputs = session.get_outputs()
     if len(outputs) == 1:
@@ -147,6 +172,10 @@ class IouTracker:
     lost_after_s: float = 3.0
     tracks: dict[int, _Track] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def reset(self) -> None:
+        """Forget everyone (the stream went down); ids keep counting up."""
+        self.tracks.clear()
 
     def update(
         self, detections: list[tuple[tuple[float, float, float, float], float]], now: float

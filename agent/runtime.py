@@ -25,6 +25,7 @@ import onnxruntime as ort
 from agent.clips import Clip
 from agent.config import ModelConfig
 from agent.metrics import Metrics
+from agent.people import box_inputs, rows_per_clip
 from agent.spec import ModelSpec, SpecError, open_session, read_spec
 
 log = logging.getLogger("actionstream.runtime")
@@ -220,8 +221,7 @@ class Batcher:
     def _infer(self, batch: list[_Request]) -> np.ndarray:  # worker thread: stacking a batch is copying megabytes
         inputs = {n: self.runtime.stack(n, [r.clip.inputs[n] for r in batch]) for n in self.runtime.input_names}
         if self.runtime.spec.task == "person":
-            inputs["boxes"] = np.concatenate([r.boxes for r in batch]).astype(np.float32)
-            inputs["box_batch"] = np.repeat(np.arange(len(batch), dtype=np.int64), [len(r.boxes) for r in batch])
+            inputs |= box_inputs([r.boxes for r in batch])
         return self.runtime.infer(inputs)
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
@@ -239,8 +239,8 @@ class Batcher:
         self.metrics.inference_seconds.labels(model=name).observe(seconds)
         self.metrics.batch_size.labels(model=name).observe(len(batch))
         self.metrics.clips_inferred.labels(model=name).inc(len(batch))
-        if self.runtime.spec.task == "person":  # rows per clip: its boxes'
-            scores = np.split(scores, np.cumsum([len(r.boxes) for r in batch])[:-1])
+        if self.runtime.spec.task == "person":
+            scores = rows_per_clip(scores, [len(r.boxes) for r in batch])
         for r, row in zip(batch, scores, strict=True):
             if not r.future.done():
                 r.future.set_result((row, seconds * 1000))
