@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -78,7 +79,11 @@ class Agent:
             async with sink, contextlib.AsyncExitStack() as stack:
                 tasks = [asyncio.create_task(b.run(), name=f"batcher-{n}") for n, b in batchers.items()]
                 pipelines = []
+                # Many cameras: every core already has decoders to run, so a decoder's own threads only add hand-offs.
+                many = len(self.config.cameras) >= len(os.sched_getaffinity(0))
                 for camera_config in self.config.cameras:
+                    if many and camera_config.decode_threads is None:
+                        camera_config = camera_config.model_copy(update={"decode_threads": 1})
                     pipeline = _Pipeline(self, camera_config, batchers, sink)
                     await stack.enter_async_context(pipeline.camera)
                     pipelines.append(pipeline)

@@ -8,6 +8,7 @@ nearest frame at or before it (the first frame if the instant is earlier than th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -123,7 +124,7 @@ class ClipBuffer:
                 return None
         if self.anchor is None:
             self.anchor = t
-        j = int(np.floor((t - self.anchor) / self.stride + EPS_S))
+        j = math.floor((t - self.anchor) / self.stride + EPS_S)
         on_grid = abs(self.anchor + j * self.stride - t) <= EPS_S
         # Instants in [last.t, t) are final now: the previous frame is the newest at or before them.
         upto = j - 1 if on_grid else j

@@ -43,6 +43,9 @@ class SourceConfig(Section):
     loop: bool = Field(default=False, description="files: start again at the end")
     realtime: bool = Field(default=True, description="files: play at the file's frame rate, as if live")
     every_s: float = Field(default=1.0, gt=0, description="one clip (one inference) every this many seconds")
+    decode_threads: int | None = Field(
+        default=None, ge=1, le=64, description="FFmpeg decoder threads (default: 1 with as many cameras as cores)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -115,7 +118,12 @@ class ModelConfig(Section):
     max_batch: int = Field(default=8, ge=1, le=1024, description="clips per run, across cameras")
     max_wait_ms: float = Field(default=10.0, ge=0, description="how long a batch waits to fill")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
-    threads: int | None = Field(default=None, ge=1, description="CPU intra-op threads (default: ORT's)")
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU intra-op threads per worker (default: ORT's; with workers: cores/workers)"
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="CPU: batches run at once (many cameras: one per core, threads 1); CUDA: 1"
+    )
     detector: DetectorConfig | None = Field(default=None, description="person models: who to classify")
 
 

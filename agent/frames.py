@@ -2,13 +2,15 @@
 
 swscale does the resize and the colour conversion in one pass straight from the decoder's frame; the crop is
 a numpy view. Sizes are rounded as MMAction2 (mmcv) rounds them, so the same frame gives the same pixels layout.
+Callers that convert many frames pass one :class:`VideoReformatter` per stream: it keeps swscale's context between
+frames (a fresh one per frame costs about twice the conversion itself at sub-stream sizes).
 """
 
 from __future__ import annotations
 
 import av
 import numpy as np
-from av.video.reformatter import Interpolation
+from av.video.reformatter import Interpolation, VideoReformatter
 
 DEFAULT_INTERPOLATION = Interpolation.BILINEAR
 
@@ -34,6 +36,7 @@ def to_model_rgb(
     resize_short: int,
     size: int | None,
     interpolation: Interpolation = DEFAULT_INTERPOLATION,
+    reformatter: VideoReformatter | None = None,
 ) -> np.ndarray:
     """``[size, size, 3]`` uint8 RGB, upright, resized and centre-cropped (a view of swscale's output); with
     ``size`` None the whole resized frame (person models: ``crop: none``)."""
@@ -41,7 +44,10 @@ def to_model_rgb(
     width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)  # as displayed
     w, h = resized_size(width, height, resize_short)
     sw, sh = (h, w) if turns % 2 else (w, h)  # as stored
-    rgb = frame.to_ndarray(width=sw, height=sh, format="rgb24", interpolation=interpolation)
+    if reformatter is None:
+        rgb = frame.to_ndarray(width=sw, height=sh, format="rgb24", interpolation=interpolation)
+    else:
+        rgb = reformatter.reformat(frame, width=sw, height=sh, format="rgb24", interpolation=interpolation).to_ndarray()
     if turns:
         rgb = np.rot90(rgb, turns)
     if size is None:

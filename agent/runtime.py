@@ -8,12 +8,19 @@ On CUDA the uint8 clips go through IO binding into device buffers allocated once
 bytes cross the bus; normalisation happens in the graph), and batches are padded up to a few bucket sizes (powers of
 two and ``max_batch``) that :meth:`ModelRuntime.warm_up` runs once, so no live batch meets an untuned shape. On the
 CPU, ONNX Runtime's worker threads do not spin between runs: the decoder threads need those cores.
+
+``workers`` (CPU) splits each batch into that many row ranges that run at once, each single-threaded by default
+(cores ÷ workers). One run spread over all cores pays a barrier per operator, and whenever a decoder thread
+preempts one of its threads the others wait at the next one; independent runs only meet at the end of the batch
+(the demo model on 2 cores: about +13% clips/s bare, more beside decoding). A single clip then runs on one core.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,8 +54,10 @@ class ModelRuntime:
     def __init__(self, name: str, config: ModelConfig) -> None:
         self.name, self.config = name, config
         options = ort.SessionOptions()
-        if config.threads:
-            options.intra_op_num_threads = config.threads
+        cores = len(os.sched_getaffinity(0))
+        threads = config.threads or (max(1, cores // config.workers) if config.workers > 1 else 0)
+        if threads:
+            options.intra_op_num_threads = threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers_for(config)
         ort.set_default_logger_severity(4)  # a failing CUDA load is reported below, in one line
@@ -66,6 +75,8 @@ class ModelRuntime:
         self.spec: ModelSpec = read_spec(self.session, str(config.path))
         self.input_names = [i.name for i in self.spec.inputs]
         self.buckets = batch_buckets(config.max_batch) if self.device == "cuda" else []
+        self.workers = config.workers if self.device == "cpu" else 1  # CUDA: one stream
+        self._parts = ThreadPoolExecutor(self.workers - 1, f"infer-{name}-part") if self.workers > 1 else None
         self.bound_device = ("cuda", config.device_id)  # where IO-bound inputs and outputs live
         self._device_inputs: dict[tuple, ort.OrtValue] = {}  # (name, shape, dtype) -> device buffer
         self._copy_in_place = True
@@ -76,6 +87,15 @@ class ModelRuntime:
         bound as given); returns float32 scores ``[N, K]``."""
         if self.device == "cuda":
             return self._infer_bound(inputs)
+        n = len(inputs[self.input_names[0]])
+        if self._parts is None or n < 2 or set(inputs) != set(self.input_names):  # person models: boxes span rows
+            return self._run(inputs)
+        edges = np.linspace(0, n, min(self.workers, n) + 1).astype(int)
+        parts = [{k: v[a:b] for k, v in inputs.items()} for a, b in itertools.pairwise(edges)]
+        rest = [self._parts.submit(self._run, part) for part in parts[1:]]
+        return np.concatenate([self._run(parts[0]), *(f.result() for f in rest)])
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run([self.spec.output.name], inputs)[0]
 
     def _infer_bound(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from agent.clips import Clip, ClipBuffer
 from agent.config import SourceConfig
@@ -62,6 +63,7 @@ class FrameSource:
         self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
         self._throttle = _Throttle()
         self._labels = {"camera": config.name}
+        self._decoded = metrics.frames_decoded.labels(**self._labels)  # bound once: these count every frame
 
     def start(self) -> None:
         self.metrics.stream_up.labels(**self._labels).set(0)
@@ -137,6 +139,8 @@ class FrameSource:
             if not container.streams.video:
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
+            if self.config.decode_threads:
+                stream.thread_count = self.config.decode_threads
             time_base = float(stream.time_base or 0)
             best_effort = BestEffortTimestamp()
             self.on_reset()
@@ -158,7 +162,7 @@ class FrameSource:
                     received = time.time()
                     self.last_frame_at = time.monotonic()
                     self._set_up()
-                    self.metrics.frames_decoded.labels(**self._labels).inc()
+                    self._decoded.inc()
                     ticks = best_effort(frame.pts, frame.dts)
                     t = offset + (ticks * time_base if ticks is not None else self.last_frame_at - clock_origin)
                     if self.is_file and self.config.realtime:
@@ -201,17 +205,22 @@ class Camera:
         self.buffer = ClipBuffer(spec, self._convert, camera=config.name, every_s=config.every_s)
         self.source = FrameSource(config, self._on_frame, metrics, on_reset=self.buffer.reset)
         self._labels = {"camera": config.name}
+        self._sampled = metrics.frames_sampled.labels(**self._labels)
+        self._reformatter = VideoReformatter()  # used by the source thread only
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: asyncio.Queue[Clip] = asyncio.Queue(maxsize=1)
         self._counted = (0, 0)
 
     def _convert(self, frame: av.VideoFrame):
-        return to_model_rgb(frame, resize_short=self.spec.resize_short, size=self.spec.crop_size)
+        return to_model_rgb(
+            frame, resize_short=self.spec.resize_short, size=self.spec.crop_size, reformatter=self._reformatter
+        )
 
     def _on_frame(self, frame: av.VideoFrame, t: float, received: float) -> None:  # source thread
         clip = self.buffer.push(frame, t, received)
         converted, dropped = self.buffer.converted, self.buffer.dropped
-        self.metrics.frames_sampled.labels(**self._labels).inc(converted - self._counted[0])
+        if converted != self._counted[0]:
+            self._sampled.inc(converted - self._counted[0])
         if dropped != self._counted[1]:
             self.metrics.frames_dropped.labels(reason="out_of_order", **self._labels).inc(dropped - self._counted[1])
         self._counted = (converted, dropped)
@@ -242,6 +251,9 @@ class Camera:
         while True:
             if self.source.finished and self._pending.empty():
                 return
+            if not self._pending.empty():  # the usual case under load: no timeout task to create
+                yield self._pending.get_nowait()
+                continue
             try:
                 yield await asyncio.wait_for(self._pending.get(), timeout=0.5)
             except TimeoutError:

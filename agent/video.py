@@ -7,6 +7,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from agent.clips import sample_indices
 from agent.frames import best_effort_times, to_model_rgb
@@ -55,11 +56,14 @@ def read_clips(path: str | Path, spec: ModelSpec, ends: list[float] | None = Non
     picks = [{k: order[v] for k, v in sample_indices(spec, sorted_times, end).items()} for end in ends]
     wanted = {int(i) for p in picks for v in p.values() for i in v}
     converted: dict[int, np.ndarray] = {}
+    reformatter = VideoReformatter()
     with _open(path) as container:
         try:
             for index, frame in enumerate(container.decode(container.streams.video[0])):
                 if index in wanted:
-                    converted[index] = to_model_rgb(frame, resize_short=spec.resize_short, size=spec.crop_size)
+                    converted[index] = to_model_rgb(
+                        frame, resize_short=spec.resize_short, size=spec.crop_size, reformatter=reformatter
+                    )
                 if len(converted) == len(wanted):
                     break
         except av.FFmpegError:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from agent.clips import ClipBuffer
 from agent.frames import to_model_rgb
@@ -61,7 +62,8 @@ def ffmpeg_null(video: Path, threads: int) -> tuple[int, float]:
 
 def pyav(video: Path, threads: int, mode: str) -> int:
     spec = SLOWFAST_4X16
-    convert = lambda f: to_model_rgb(f, resize_short=spec.resize_short, size=spec.size)  # noqa: E731
+    reformatter = VideoReformatter()  # as the agent's cameras: swscale's context kept between frames
+    convert = lambda f: to_model_rgb(f, resize_short=spec.resize_short, size=spec.size, reformatter=reformatter)  # noqa: E731
     buffer = ClipBuffer(spec, convert, every_s=1.0)
     frames = 0
     with av.open(str(video)) as container:

@@ -49,11 +49,11 @@ def model_file(arch: str, *, size: int = 224, fp16: bool = False, num_classes: i
     return out
 
 
-def runtime_for(path: Path, device: str, max_batch: int, threads: int | None = None):
+def runtime_for(path: Path, device: str, max_batch: int, threads: int | None = None, workers: int = 1):
     from agent.config import ModelConfig
     from agent.runtime import ModelRuntime
 
-    config = ModelConfig(path=path, device=device, max_batch=max_batch, threads=threads)
+    config = ModelConfig(path=path, device=device, max_batch=max_batch, threads=threads, workers=workers)
     return ModelRuntime(path.stem, config)
 
 

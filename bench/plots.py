@@ -37,8 +37,8 @@ def draw(records: list[dict], outdir: Path, stem: str) -> list[Path]:
     e2e = [r for r in records if r["bench"] == "e2e"]
     if e2e:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.2))
-        for mode in sorted({r["mode"] for r in e2e}):
-            rows = sorted((r for r in e2e if r["mode"] == mode), key=lambda r: r["cameras"])
+        for mode in sorted({series_name(r) for r in e2e}):
+            rows = sorted((r for r in e2e if series_name(r) == mode), key=lambda r: r["cameras"])
             ks = [r["cameras"] for r in rows]
             ax1.plot(ks, [r["clips_per_s"] for r in rows], marker="o", label=f"{mode} end-to-end")
             ax1.plot(ks, [r["model_only_clips_per_s"] for r in rows], ls="--", label=f"{mode} model-only")
@@ -52,6 +52,11 @@ def draw(records: list[dict], outdir: Path, stem: str) -> list[Path]:
         ax2.legend(fontsize=6)
         written.append(_save(fig, outdir / f"{stem}-e2e.png"))
     return written
+
+
+def series_name(row: dict) -> str:
+    """An end-to-end sweep's name: its mode and, from this version on, its workers per model."""
+    return f"{row['mode']} x{row['workers']}" if "workers" in row else row["mode"]
 
 
 def _save(fig, path: Path) -> Path:

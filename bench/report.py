@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench.plots import load
+from bench.plots import load, series_name
 
 
 def tables(records: list[dict]) -> str:
@@ -25,12 +25,12 @@ def tables(records: list[dict]) -> str:
     e2e = [r for r in records if r["bench"] == "e2e"]
     if e2e:
         out += [
-            "| mode | K | clips/s | mean batch | batch ms | p50 / p95 / p99 ms | stale | CPU % (per cam) | RSS MB/cam "
-            "| model-only clips/s | efficiency | p99 ÷ batch |",
+            "| mode × workers | K | clips/s | mean batch | batch ms | p50 / p95 / p99 ms | stale | CPU % (per cam) "
+            "| RSS MB/cam | model-only clips/s | efficiency | p99 ÷ batch |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {r['mode']} | {r['cameras']} | {r['clips_per_s']} | {r['mean_batch']} | {r['batch_ms_mean']} "
+            f"| {series_name(r)} | {r['cameras']} | {r['clips_per_s']} | {r['mean_batch']} | {r['batch_ms_mean']} "
             f"| {r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['stale_clips_dropped']} "
             f"| {r['cpu_percent']} ({r['cpu_percent_per_camera']}) | {r['rss_mb_per_camera']} "
             f"| {r['model_only_clips_per_s']} | {r['efficiency']} | {r['p99_over_batch']} |"
