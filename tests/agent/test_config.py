@@ -37,6 +37,8 @@ def test_example_config_is_valid(monkeypatch):
         ({**_base(), "events": {"threshold": 0.2, "end_threshold": 0.3}}, "end_threshold"),
         ({"cameras": [], "models": {"m": {"path": "m.onnx"}}}, "cameras"),
         ({"models": {"m": {"path": "m.onnx"}}}, "cameras: Field required"),
+        ({**_base(), "models": {"m": {"path": "m.onnx", "workers": 0}}}, "models.m.workers"),
+        (_base(decode_threads=0), "cameras.0.decode_threads"),
     ],
 )
 def test_bad_configs_name_the_key(data, expected):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -102,3 +103,42 @@ def test_bound_path_pads_to_buckets_and_returns_only_real_rows(tiny_model):
     runtime.warm_up([1, 5])
     shapes = {(name, shape[0]) for name, shape, _ in runtime._device_inputs}
     assert shapes == {(i.name, b) for i in runtime.spec.inputs for b in (1, 2, 4, 6)}
+
+
+def test_workers_split_a_batch_into_concurrent_runs_with_the_same_scores(tiny_model):
+    """``workers: 2``: a batch runs as two row ranges at once, each on its own thread and its own share of the
+    cores; the scores are those of one run over the whole batch, in clip order."""
+    whole = ModelRuntime("m", ModelConfig(path=tiny_model, device="cpu"))
+    split = ModelRuntime("m", ModelConfig(path=tiny_model, device="cpu", workers=2))
+    assert (whole.workers, split.workers) == (1, 2)
+    runs: list[tuple[int, int]] = []  # (thread, rows) of each ONNX Runtime run
+    run = split._run
+    split._run = lambda inputs: runs.append((threading.get_ident(), len(inputs["slow"]))) or run(inputs)
+    rng = np.random.default_rng(3)
+    size = whole.spec.size
+    inputs = {i.name: rng.integers(0, 256, (5, i.frames, size, size, 3), dtype=np.uint8) for i in whole.spec.inputs}
+    np.testing.assert_allclose(split.infer(inputs), whole.infer(inputs), atol=1e-5)
+    assert sorted(rows for _, rows in runs) == [2, 3] and len({thread for thread, _ in runs}) == 2
+    runs.clear()
+    one = {k: v[:1] for k, v in inputs.items()}
+    np.testing.assert_allclose(split.infer(one), whole.infer(one), atol=1e-5)
+    assert [rows for _, rows in runs] == [1]  # nothing to split
+
+
+def test_batcher_with_workers_still_runs_one_batch_for_all_cameras(tiny_model):
+    metrics = Metrics()
+    runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_wait_ms=200, workers=2))
+    batcher = Batcher(runtime, metrics)
+    clips = [_clip(runtime, f"cam{i}", seed=i) for i in range(4)]
+
+    async def scenario():
+        worker = asyncio.create_task(batcher.run())
+        results = await asyncio.gather(*(batcher.infer(c) for c in clips))
+        worker.cancel()
+        return results
+
+    results = asyncio.run(scenario())
+    assert metrics.value("actionstream_batch_size_count", model="tiny") == 1
+    for clip, (scores, _) in zip(clips, results, strict=True):
+        alone = runtime.infer({name: frames[None] for name, frames in clip.inputs.items()})[0]
+        np.testing.assert_allclose(scores, alone, atol=1e-5)

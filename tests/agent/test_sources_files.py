@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from av.video.reformatter import VideoReformatter
 
 from agent.config import SourceConfig
 from agent.frames import to_model_rgb
@@ -338,6 +339,34 @@ def test_read_clips_default_end_and_frames(shared_data):
     with av.open(str(path)) as container:
         *_, last = container.decode(video=0)
         np.testing.assert_array_equal(clip.inputs["fast"][-1], to_model_rgb(last, resize_short=SHORT, size=SIZE))
+
+
+def test_one_decoder_thread_gives_the_same_clips(shared_data):
+    """``decode_threads: 1`` (the default with many cameras) changes who decodes, not what comes out."""
+    path = shared_data / DEMO
+    spec = make_spec(SLOWFAST)
+    default, _, _ = run_camera(config(path), spec, max_s=30)
+    single, metrics, _ = run_camera(config(path, decode_threads=1), spec, max_s=30)
+    assert value(metrics, "frames_decoded_total") == 280
+    by_span = {(c.start, c.end): c for c in default}
+    same = [(c, by_span[(c.start, c.end)]) for c in single if (c.start, c.end) in by_span]
+    assert same, "the two runs share no clip"
+    for a, b in same:
+        for name in a.inputs:
+            np.testing.assert_array_equal(a.inputs[name], b.inputs[name])
+
+
+def test_one_reformatter_for_many_frames_gives_the_fresh_conversions():
+    """A camera keeps one swscale context; frames of another size (a reconnect at a new resolution) still convert
+    exactly as a fresh context would."""
+    rng = np.random.default_rng(0)
+    reformatter = VideoReformatter()
+    for w, h in [(160, 120), (320, 240), (160, 120), (120, 160)]:
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        kept = to_model_rgb(frame, resize_short=SHORT, size=SIZE, reformatter=reformatter)
+        np.testing.assert_array_equal(kept, to_model_rgb(frame, resize_short=SHORT, size=SIZE))
+        assert kept.shape == (SIZE, SIZE, 3)
 
 
 # -- rotation ---------------------------------------------------------------------------------------------------
