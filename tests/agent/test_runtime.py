@@ -22,9 +22,11 @@ def _clip(runtime: ModelRuntime, camera: str, seed: int) -> Clip:
     return Clip(camera=camera, seq=1, inputs=inputs, start=0.0, end=2.0, received_at=1000.0)
 
 
-def test_four_cameras_are_batched_and_match_unbatched(tiny_model):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_four_cameras_are_batched_and_match_unbatched(tiny_model, workers):
     metrics = Metrics()
-    runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=200))
+    config = ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=200, workers=workers)
+    runtime = ModelRuntime("tiny", config)
     batcher = Batcher(runtime, metrics)
     clips = [_clip(runtime, f"cam{i}", seed=i) for i in range(4)]
 
@@ -123,22 +125,3 @@ def test_workers_split_a_batch_into_concurrent_runs_with_the_same_scores(tiny_mo
     one = {k: v[:1] for k, v in inputs.items()}
     np.testing.assert_allclose(split.infer(one), whole.infer(one), atol=1e-5)
     assert [rows for _, rows in runs] == [1]  # nothing to split
-
-
-def test_batcher_with_workers_still_runs_one_batch_for_all_cameras(tiny_model):
-    metrics = Metrics()
-    runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_wait_ms=200, workers=2))
-    batcher = Batcher(runtime, metrics)
-    clips = [_clip(runtime, f"cam{i}", seed=i) for i in range(4)]
-
-    async def scenario():
-        worker = asyncio.create_task(batcher.run())
-        results = await asyncio.gather(*(batcher.infer(c) for c in clips))
-        worker.cancel()
-        return results
-
-    results = asyncio.run(scenario())
-    assert metrics.value("actionstream_batch_size_count", model="tiny") == 1
-    for clip, (scores, _) in zip(clips, results, strict=True):
-        alone = runtime.infer({name: frames[None] for name, frames in clip.inputs.items()})[0]
-        np.testing.assert_allclose(scores, alone, atol=1e-5)
