@@ -228,8 +228,9 @@ class Batcher:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    try:
-                        batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                    try:  # not wait_for: see Camera.clips
+                        async with asyncio.timeout(remaining):
+                            batch.append(await self.queue.get())
                     except TimeoutError:
                         break
                 self._depth.set(self.queue.qsize())

@@ -251,10 +251,14 @@ class Camera:
         while True:
             if self.source.finished and self._pending.empty():
                 return
-            if not self._pending.empty():  # the usual case under load: no timeout task to create
+            if not self._pending.empty():  # the usual case under load
                 yield self._pending.get_nowait()
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the clip and loses a cancel that arrives
+            # as the clip does (CPython gh-86296); the camera's task then never stops and neither does the agent.
             try:
-                yield await asyncio.wait_for(self._pending.get(), timeout=0.5)
+                async with asyncio.timeout(0.5):
+                    clip = await self._pending.get()
             except TimeoutError:
                 continue
+            yield clip

@@ -125,3 +125,24 @@ def test_workers_split_a_batch_into_concurrent_runs_with_the_same_scores(tiny_mo
     one = {k: v[:1] for k, v in inputs.items()}
     np.testing.assert_allclose(split.infer(one), whole.infer(one), atol=1e-5)
     assert [rows for _, rows in runs] == [1]  # nothing to split
+
+
+def test_a_cancel_arriving_with_a_clip_stops_the_batcher(tiny_model):
+    """The batcher waiting ``max_wait_ms`` for more clips: a clip landing as the agent stops must not swallow the
+    cancel (Python 3.11's wait_for did, and the batcher then waited forever)."""
+    runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_wait_ms=5000))
+    batcher = Batcher(runtime, Metrics())
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(batcher.run())
+        first = asyncio.create_task(batcher.infer(_clip(runtime, "cam0", 0)))
+        await asyncio.sleep(0.05)  # the batch is open, waiting for more clips
+        second = asyncio.create_task(batcher.infer(_clip(runtime, "cam1", 1)))
+        await asyncio.sleep(0)  # the second clip is queued and handed over...
+        task.cancel()  # ...as the stop arrives
+        done, _ = await asyncio.wait([task], timeout=2)
+        first.cancel()
+        second.cancel()
+        return task in done and task.cancelled()
+
+    assert asyncio.run(scenario()), "the batcher ignored the cancel"

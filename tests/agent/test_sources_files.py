@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
 
+from agent.clips import Clip
 from agent.config import SourceConfig
 from agent.frames import to_model_rgb
 from agent.metrics import Metrics
@@ -231,6 +232,29 @@ def test_looping_file_stream_time_keeps_increasing(shared_data):
         check_shapes(clip, spec)
         assert clip.end - clip.start <= spec.span_s + 1e-9  # never a clip stitched across the loop point
     assert value(metrics, "frames_dropped_total", reason="out_of_order") == 0
+
+
+def test_a_cancel_arriving_with_a_clip_stops_the_consumer():
+    """Stopping the agent cancels each camera's task; a clip landing in the same loop iteration must not swallow
+    that cancel (Python 3.11's wait_for did: the task ran on and the agent never stopped)."""
+    camera = Camera(config("/nonexistent.mp4"), make_spec(SLOWFAST), Metrics())  # never entered: no thread
+    clip = Clip(camera="cam1", seq=1, inputs={}, start=0.0, end=1.0, received_at=0.0)
+    got = []
+
+    async def consume():
+        async for c in camera.clips():
+            got.append(c)
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)  # waiting for a clip
+        camera._offer(clip)  # as the source thread's call_soon_threadsafe does
+        await asyncio.sleep(0)  # the queue hands the clip over...
+        task.cancel()  # ...as the stop arrives
+        done, _ = await asyncio.wait([task], timeout=2)
+        return task in done and task.cancelled()
+
+    assert asyncio.run(scenario()), "the camera's task ignored the cancel"
 
 
 def test_realtime_file_paces_at_file_rate(shared_data):
