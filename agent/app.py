@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -79,7 +78,7 @@ class Agent:
             async with sink, contextlib.AsyncExitStack() as stack:
                 tasks = [asyncio.create_task(b.run(), name=f"batcher-{n}") for n, b in batchers.items()]
                 pipelines = []
-                for camera_config in with_decoder_threads(self.config.cameras, len(os.sched_getaffinity(0))):
+                for camera_config in self.config.cameras:
                     pipeline = _Pipeline(self, camera_config, batchers, sink)
                     await stack.enter_async_context(pipeline.camera)
                     pipelines.append(pipeline)
@@ -121,14 +120,6 @@ class Agent:
             }
             models = {n: {"clips": value("actionstream_clips_inferred_total", model=n)} for n in self.runtimes}
             sink.publish_stats({"time": round(time.time(), 3), "cameras": cameras, "models": models})
-
-
-def with_decoder_threads(cameras: list[CameraConfig], cores: int) -> list[CameraConfig]:
-    """Cameras with ``decode_threads`` settled: with at least one camera per core, one decoder thread each unless
-    set (every core already has decoders to run, so a decoder's own threads only add hand-offs), else FFmpeg's."""
-    if len(cameras) < cores:
-        return cameras
-    return [c if c.decode_threads else c.model_copy(update={"decode_threads": 1}) for c in cameras]
 
 
 class _Pipeline:

@@ -44,7 +44,7 @@ class SourceConfig(Section):
     realtime: bool = Field(default=True, description="files: play at the file's frame rate, as if live")
     every_s: float = Field(default=1.0, gt=0, description="one clip (one inference) every this many seconds")
     decode_threads: int | None = Field(
-        default=None, ge=1, le=64, description="FFmpeg decoder threads (default: 1 with as many cameras as cores)"
+        default=None, ge=1, le=64, description="FFmpeg decoder threads (default: FFmpeg's choice)"
     )
 
     @field_validator("url")

@@ -34,7 +34,8 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
 
     o = ["--out", str(out)]
     cores = str(len(os.sched_getaffinity(0)))
-    sweep = ["--max-batch", "64", "--every", "0.25", "--seconds", "10", "--warmup", "3", "--workers", cores]
+    sweep = ["--max-batch", "64", "--every", "0.25", "--seconds", "10", "--warmup", "3", "--decode-threads", "1",
+             "--workers", cores]  # fmt: skip
     if not args.gpu:  # this machine: `make bench`
         return [
             ("decode", lambda: decode.main(["--repeats", "3", *o])),

@@ -128,6 +128,7 @@ def agent_config(args: argparse.Namespace, k: int, video: Path | None) -> dict:
     url = str(video) if video else "synthetic"
     cameras = [
         {"name": f"cam{i:03d}", "url": url, "loop": True, "realtime": not args.fast, "every_s": args.every}
+        | ({"decode_threads": args.decode_threads} if args.decode_threads else {})
         for i in range(k)
     ]
     model = {"path": str(args.model), "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}
@@ -227,6 +228,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int)
     p.add_argument("--workers", type=int, default=1, help="batches at once (CPU), as models.NAME.workers")
+    p.add_argument("--decode-threads", type=int, help="as cameras[].decode_threads (default: FFmpeg's choice)")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--stop-when-saturated", action="store_true", help="stop the sweep once clips/s stops growing")
