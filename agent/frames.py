@@ -44,10 +44,8 @@ def to_model_rgb(
     width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)  # as displayed
     w, h = resized_size(width, height, resize_short)
     sw, sh = (h, w) if turns % 2 else (w, h)  # as stored
-    if reformatter is None:
-        rgb = frame.to_ndarray(width=sw, height=sh, format="rgb24", interpolation=interpolation)
-    else:
-        rgb = reformatter.reformat(frame, width=sw, height=sh, format="rgb24", interpolation=interpolation).to_ndarray()
+    reformatter = reformatter or VideoReformatter()  # what PyAV's to_ndarray(width=...) makes for every call
+    rgb = reformatter.reformat(frame, width=sw, height=sh, format="rgb24", interpolation=interpolation).to_ndarray()
     if turns:
         rgb = np.rot90(rgb, turns)
     if size is None:

@@ -34,8 +34,8 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
 
     o = ["--out", str(out)]
     cores = str(len(os.sched_getaffinity(0)))
-    sweep = ["--max-batch", "64", "--every", "0.25", "--seconds", "10", "--warmup", "3", "--decode-threads", "1",
-             "--workers", cores]  # fmt: skip
+    sweep = ["--max-batch", "64", "--every", "0.25", "--seconds", "10", "--warmup", "3", "--decode-threads", "1"]
+    per_core = ["--workers", cores]
     if not args.gpu:  # this machine: `make bench`
         return [
             ("decode", lambda: decode.main(["--repeats", "3", *o])),
@@ -58,11 +58,11 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
                 ),
             ),  # fmt: skip
             # One worker per core (models.NAME.workers), as a many-camera CPU box is configured.
-            ("e2e", lambda: e2e.main(["--cameras", "1,4,8,16,24,32,40,48,52,56,60,64", *sweep, *o])),
+            ("e2e", lambda: e2e.main(["--cameras", "1,4,8,16,24,32,40,48,52,56,60,64", *sweep, *per_core, *o])),
             # The saturated end again with one worker (the default: one run over all cores), side by side.
-            ("e2e_one_worker", lambda: e2e.main(["--cameras", "48,56,64", *sweep[:-2], "--workers", "1", *o])),
+            ("e2e_one_worker", lambda: e2e.main(["--cameras", "48,56,64", *sweep, "--workers", "1", *o])),
             # The upper end without decode: what the agent itself costs on top of the model.
-            ("e2e_synthetic", lambda: e2e.main(["--synthetic", "--cameras", "32,48,64", *sweep, *o])),
+            ("e2e_synthetic", lambda: e2e.main(["--synthetic", "--cameras", "32,48,64", *sweep, *per_core, *o])),
             ("offline", lambda: offline.main(["--archs", "slowfast_r50_4x16,tsn_r50", "--repeats", "2", *o])),
         ]
     # The GPU run; --smoke runs the very same steps on the CPU with tiny models and short windows.
