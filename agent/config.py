@@ -46,6 +46,10 @@ class SourceConfig(Section):
     decode_threads: int | None = Field(
         default=None, ge=1, le=64, description="FFmpeg decoder threads (default: FFmpeg's choice)"
     )
+    hwaccel: Literal["off", "auto", "cuda"] = Field(
+        default="off",
+        description="hardware decoding: cuda = NVDEC, auto = NVDEC when there is one; software when unavailable",
+    )
 
     @field_validator("url")
     @classmethod

@@ -4,6 +4,10 @@ Why a thread per source (not a process, not the event loop): PyAV releases the G
 scaling, so threads decode in parallel; frames then land in the clip buffer without crossing a process boundary
 (no copies), and the event loop never waits on FFmpeg. One bad camera only ever stalls its own thread.
 
+Hardware decoding (``hwaccel``): NVDEC through PyAV's hwaccel, frames copied back to host memory (only the sampled
+ones are then converted). Whether the device works is probed once per process; when it does not, cameras decode
+in software and say so once.
+
 Watchdog: PyAV's read timeout interrupts a blocked read; a stream that keeps sending packets but yields no frame
 for ``stall_s`` is closed too. Either way the source reconnects with exponential backoff and jitter.
 """
@@ -11,6 +15,7 @@ for ``stall_s`` is closed too. Either way the source reconnects with exponential
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import threading
@@ -19,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import av
+from av.codec.hwaccel import HWAccel
 from av.video.reformatter import VideoReformatter
 
 from agent.clips import Clip, ClipBuffer
@@ -30,11 +36,38 @@ from agent.spec import ModelSpec
 
 log = logging.getLogger("actionstream.sources")
 
+# Every camera decodes in the device's primary CUDA context (ONNX Runtime's too), not in a context of its own.
+HW_OPTIONS = {"primary_ctx": "1"}
 FrameSink = Callable[[av.VideoFrame, float, float], None]  # frame, stream time (s), received at (UNIX s)
 
 
 class Stalled(Exception):
     pass
+
+
+@functools.cache
+def hw_unavailable(device: str) -> str | None:
+    """Why ``device`` (e.g. ``cuda``) cannot decode H.264 here, or None when it can (probed once per process)."""
+    try:
+        HWAccel(device, options=HW_OPTIONS).create(av.Codec("h264", "r"))
+    except Exception as e:  # no GPU, no driver, FFmpeg built without it: each raises something else
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def hw_device(choice: str, camera: str) -> str | None:
+    """The device to decode ``camera`` on for a ``hwaccel`` setting, or None for software."""
+    if choice == "off":
+        return None
+    device = "cuda"
+    reason = hw_unavailable(device)
+    if reason is None:
+        log.info("camera %s: decoding on %s", camera, device)
+        return device
+    level = logging.INFO if choice == "auto" else logging.WARNING
+    log.log(level, "camera %s: hwaccel %s: %s decoding unavailable (%s); decoding in software", camera, choice,
+            device, reason)  # fmt: skip
+    return None
 
 
 class _Throttle:
@@ -64,6 +97,7 @@ class FrameSource:
         self._throttle = _Throttle()
         self._labels = {"camera": config.name}
         self._decoded = metrics.frames_decoded.labels(**self._labels)  # bound once: these count every frame
+        self.hw_device = hw_device(config.hwaccel, config.name)
 
     def start(self) -> None:
         self.metrics.stream_up.labels(**self._labels).set(0)
@@ -119,18 +153,20 @@ class FrameSource:
 
     def _open(self) -> av.container.InputContainer:
         cfg = self.config
+        # A codec the device cannot decode (MJPEG on NVDEC, say) falls back to software inside FFmpeg.
+        hw = HWAccel(self.hw_device, allow_software_fallback=True, options=HW_OPTIONS) if self.hw_device else None
         timeout = (cfg.open_timeout_s, cfg.read_timeout_s)
         if self._url.startswith(("rtsp://", "rtsps://")):
             transports = ["tcp", "udp"] if cfg.transport == "auto" else [cfg.transport]
             for i, transport in enumerate(transports):
                 try:
-                    return av.open(self._url, options={"rtsp_transport": transport}, timeout=timeout)
+                    return av.open(self._url, options={"rtsp_transport": transport}, timeout=timeout, hwaccel=hw)
                 except av.FFmpegError:
                     if i == len(transports) - 1:
                         raise
             raise AssertionError("unreachable")
         fmt = "v4l2" if self._url.startswith("/dev/video") else None
-        return av.open(self._url, format=fmt, timeout=timeout)
+        return av.open(self._url, format=fmt, timeout=timeout, hwaccel=hw)
 
     def _stream_once(self, offset: float) -> float:
         """Decode until the stream ends; returns the stream-time offset for the next loop of a file."""

@@ -6,8 +6,9 @@ Each K runs the real :class:`agent.app.Agent` (sources → clip buffers → batc
 a sink that discards) for ``--warmup`` + ``--seconds`` and reports, over the measured window: clips/s, mean batch
 size, capture→publish p50/p95/p99 (newest frame received → the clip's events handed to the sink), stale clips
 dropped, CPU % and RSS (total and per camera). Cameras are one looping file played at real-time pace (default) or as
-fast as it decodes (``--fast``); with ``--synthetic`` (no PyAV needed, e.g. a GPU box without it) each camera emits
-ready-made clips every ``--every`` seconds, which measures everything after decode.
+fast as it decodes (``--fast``), decoded in software or, with ``--hwaccel``, on NVDEC when it can be had (each line
+says which: ``decode``); with ``--synthetic`` each camera emits ready-made clips every ``--every`` seconds, which
+measures everything after decode.
 
 The model-only ceiling (the same session, bare) is measured right after each K at the batch sizes around the
 observed mean, so each line also carries ``efficiency`` = clips/s ÷ model-only clips/s at the same (mean) batch size,
@@ -34,6 +35,7 @@ from agent.clips import Clip
 from agent.config import parse_config
 from agent.events import EventTracker
 from agent.metrics import Metrics
+from agent.sources import hw_unavailable
 from bench.common import DEMO_MODEL, Emitter, ProcessStats, percentiles, test_video
 from bench.model import random_batch, runtime_for, time_runs
 
@@ -128,6 +130,7 @@ def agent_config(args: argparse.Namespace, k: int, video: Path | None) -> dict:
     url = str(video) if video else "synthetic"
     cameras = [
         {"name": f"cam{i:03d}", "url": url, "loop": True, "realtime": not args.fast, "every_s": args.every}
+        | {"hwaccel": args.hwaccel}
         | ({"decode_threads": args.decode_threads} if args.decode_threads else {})
         for i in range(k)
     ]
@@ -229,6 +232,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--workers", type=int, default=1, help="batches at once (CPU), as models.NAME.workers")
     p.add_argument("--decode-threads", type=int, help="as cameras[].decode_threads (default: FFmpeg's choice)")
+    p.add_argument("--hwaccel", choices=("off", "auto", "cuda"), default="off", help="as cameras[].hwaccel")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--stop-when-saturated", action="store_true", help="stop the sweep once clips/s stops growing")
@@ -247,6 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, args.max_batch} & set(range(1, args.max_batch + 1)))
     runtime.warm_up(sizes)
     mode = "synthetic" if video is None else ("fast" if args.fast else "realtime")
+    decode = "none" if video is None else "cpu"
+    if video is not None and args.hwaccel != "off" and hw_unavailable("cuda") is None:
+        decode = "cuda"
     rows, best, last_rate = [], None, 0.0
     rss_base = ProcessStats.rss_mb()
     try:
@@ -266,8 +273,9 @@ def main(argv: list[str] | None = None) -> dict:
             p99, observed = row["latency_ms_p99"], row["batch_ms_mean"]
             row["p99_over_batch"] = round(p99 / observed, 2) if p99 is not None and observed else None
             row["p99_over_model_only_batch"] = round(p99 / (1000 * batch_s), 2) if p99 is not None else None
-            rows.append(emit({"bench": "e2e", "mode": mode, "model": args.model.name, "provider": runtime.device,
-                              "every_s": args.every, "max_batch": args.max_batch, "workers": w} | row))  # fmt: skip
+            rows.append(emit({"bench": "e2e", "mode": mode, "decode": decode, "model": args.model.name,
+                              "provider": runtime.device, "every_s": args.every, "max_batch": args.max_batch,
+                              "workers": w} | row))  # fmt: skip
             if row["p99_over_batch"] is not None and row["p99_over_batch"] < 2.0:
                 best = row
             if args.stop_when_saturated and row["clips_per_s"] < 1.05 * last_rate:
@@ -276,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
         met = best is not None
         if best is None:  # no K kept p99 under 2x the batch time: report the closest one, flagged
             best = min((r for r in rows if r["p99_over_batch"] is not None), key=lambda r: r["p99_over_batch"])
-        summary = {"bench": "e2e_summary", "mode": mode, "model": args.model.name, "provider": runtime.device}
+        summary = {"bench": "e2e_summary", "mode": mode, "decode": decode, "model": args.model.name}
+        summary |= {"provider": runtime.device}
         summary |= {"workers": w}
         summary |= {"p99_under_2x_batch": met}
         keys = ("cameras", "clips_per_s", "mean_batch", "latency_ms_p99", "model_only_clips_per_s", "efficiency")

@@ -39,6 +39,7 @@ def test_example_config_is_valid(monkeypatch):
         ({"models": {"m": {"path": "m.onnx"}}}, "cameras: Field required"),
         ({**_base(), "models": {"m": {"path": "m.onnx", "workers": 0}}}, "models.m.workers"),
         (_base(decode_threads=0), "cameras.0.decode_threads"),
+        (_base(hwaccel="nvdec"), "cameras.0.hwaccel: Input should be 'off', 'auto' or 'cuda'"),
     ],
 )
 def test_bad_configs_name_the_key(data, expected):

@@ -23,7 +23,7 @@ from agent.clips import Clip
 from agent.config import SourceConfig
 from agent.frames import to_model_rgb
 from agent.metrics import Metrics
-from agent.sources import Camera
+from agent.sources import Camera, hw_unavailable
 from agent.spec import ModelSpec
 from agent.video import VideoError, frame_times, read_clips
 from tests import specs
@@ -378,6 +378,41 @@ def test_one_decoder_thread_gives_the_same_clips(shared_data):
     for a, b in same:
         for name in a.inputs:
             np.testing.assert_array_equal(a.inputs[name], b.inputs[name])
+
+
+@pytest.fixture(scope="module")
+def h264_file(tmp_path_factory) -> Path:
+    """Two seconds of ffmpeg's test pattern, H.264 160x120 at 15 fps (what NVDEC would take)."""
+    path = tmp_path_factory.mktemp("h264") / "testsrc.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=15:duration=2",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("hwaccel", ["cuda", "auto"])
+def test_hwaccel_decodes_the_same_clips_or_falls_back_once(h264_file, hwaccel, caplog):
+    """NVDEC where it works, software where not (here: no GPU): every frame decoded, the same pixels, and an
+    explicit ``cuda`` that cannot be had is said once per camera as a warning (``auto`` says it as info)."""
+    caplog.set_level(logging.INFO, logger="actionstream.sources")
+    spec = make_spec([{"name": "clip", "frames": 4, "stride_s": 0.2}])
+    software, _, _ = run_camera(config(h264_file, every_s=0.2), spec, max_s=30)
+    hw, metrics, _ = run_camera(config(h264_file, every_s=0.2, hwaccel=hwaccel, loop=True), spec, max_s=30,
+                                stop=lambda clips: len(clips) >= 2 * len(software))  # fmt: skip
+    assert len(software) >= 5 and value(metrics, "frames_decoded_total") >= 60
+    for a, b in zip(software, hw, strict=False):  # the first loop of the file: the same clips
+        assert (a.start, a.end) == (b.start, b.end)
+        np.testing.assert_array_equal(a.inputs["clip"], b.inputs["clip"])
+    said = [r for r in caplog.records if "cam1" in r.getMessage() and "decod" in r.getMessage()]
+    reason = hw_unavailable("cuda")
+    if reason is None:
+        assert [r.getMessage() for r in said] == ["camera cam1: decoding on cuda"]
+    else:
+        assert len(said) == 1, "once per camera, not once per (re)open"
+        assert said[0].levelno == (logging.WARNING if hwaccel == "cuda" else logging.INFO)
+        assert f"hwaccel {hwaccel}: cuda decoding unavailable ({reason}); decoding in software" in said[0].getMessage()
 
 
 def test_one_reformatter_for_many_frames_gives_the_fresh_conversions():
