@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import signal
@@ -19,7 +20,7 @@ from agent.proposals import ProposalsError
 from agent.redact import redact_url
 from agent.shard import ShardError, assignment, resolve_shard, select
 from agent.spec import SpecError, open_session, read_spec
-from agent.video import VideoError, frame_times, read_clips
+from agent.video import VideoError, frame_times, iter_clips
 
 BATCH = 8  # windows per model run in ``infer``
 
@@ -128,8 +129,8 @@ def _infer(args: argparse.Namespace) -> int:
     names = [i.name for i in spec.inputs]
     timeline, all_scores = [], []
     t0 = time.perf_counter()
-    for i in range(0, len(ends), BATCH):
-        clips = read_clips(args.video, spec, ends[i : i + BATCH])
+    windows = iter_clips(args.video, spec, ends, times)  # one decoding pass for all windows
+    while clips := list(itertools.islice(windows, BATCH)):
         batch = {n: np.stack([c.inputs[n] for c in clips]) for n in names}
         scores = session.run([spec.output.name], batch)[0]
         for clip, row in zip(clips, scores, strict=True):

@@ -9,6 +9,7 @@ agent uses, so one person keeps an id across key times.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from agent.config import DetectorConfig
 from agent.people import IouTracker, PersonDetector, box_inputs, rows_per_clip
 from agent.proposals import read_proposals
 from agent.spec import ModelSpec
-from agent.video import VideoError, frame_times, read_clips
+from agent.video import VideoError, frame_times, iter_clips
 
 BATCH = 8  # key times per model run
 
@@ -52,9 +53,10 @@ def infer_people(args: argparse.Namespace, session, spec: ModelSpec) -> int:
     tracker = IouTracker()
     results = []
     t0 = time.perf_counter()
+    windows = iter_clips(args.video, spec, [min(k + lead, last) for k in keys], times)  # one decoding pass
     for i in range(0, len(keys), BATCH):
         chunk = keys[i : i + BATCH]
-        clips = read_clips(args.video, spec, [min(k + lead, last) for k in chunk])
+        clips = list(itertools.islice(windows, len(chunk)))
         found = []
         for k, clip in zip(chunk, clips, strict=True):
             frames = clip.inputs[finest.name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,30 +49,46 @@ def frame_times(path: str | Path) -> np.ndarray:
 
 def read_clips(path: str | Path, spec: ModelSpec, ends: list[float] | None = None) -> list[Clip]:
     """Clips ending at ``ends`` (seconds; default: one clip ending at the last frame)."""
+    return list(iter_clips(path, spec, ends))
+
+
+def iter_clips(
+    path: str | Path, spec: ModelSpec, ends: list[float] | None = None, times: np.ndarray | None = None
+) -> Iterator[Clip]:
+    """Clips ending at ``ends``, in that order, from one decoding pass (``times``: :func:`frame_times` of the file,
+    when the caller has it). A converted frame is kept only until the last clip that uses it has been yielded, so
+    with ascending ``ends`` memory stays at a few clips however long the video."""
     path = Path(path)
-    times = frame_times(path)
+    times = frame_times(path) if times is None else times
     order = np.argsort(times, kind="stable")
     sorted_times = times[order]
     ends = [float(sorted_times[-1])] if ends is None else ends
     picks = [{k: order[v] for k, v in sample_indices(spec, sorted_times, end).items()} for end in ends]
-    wanted = {int(i) for p in picks for v in p.values() for i in v}
+    needs = [{int(i) for v in p.values() for i in v} for p in picks]
+    last_use = {i: n for n, wanted in enumerate(needs) for i in wanted}  # the last clip (in order) using frame i
     converted: dict[int, np.ndarray] = {}
     reformatter = VideoReformatter()
+    done = 0  # clips yielded
     with _open(path) as container:
-        try:
-            for index, frame in enumerate(container.decode(container.streams.video[0])):
-                if index in wanted:
-                    converted[index] = to_model_rgb(
-                        frame, resize_short=spec.resize_short, size=spec.crop_size, reformatter=reformatter
-                    )
-                if len(converted) == len(wanted):
-                    break
-        except av.FFmpegError:
-            pass  # the first pass already stopped at the same frame
-    return [
-        Clip(end=end, inputs={k: np.stack([converted[int(i)] for i in v]) for k, v in p.items()})
-        for end, p in zip(ends, picks, strict=True)
-    ]
+        frames = enumerate(container.decode(container.streams.video[0]))
+        while done < len(picks):
+            if needs[done] <= converted.keys():
+                yield Clip(
+                    end=ends[done], inputs={k: np.stack([converted[int(i)] for i in v]) for k, v in picks[done].items()}
+                )
+                for i in needs[done]:
+                    if last_use[i] == done:
+                        del converted[i]
+                done += 1
+                continue
+            try:
+                index, frame = next(frames)
+            except (StopIteration, av.FFmpegError):  # frame_times stopped at the same frame: not for a wanted one
+                raise VideoError(f"{path}: ended before the frames of the clip ending at {ends[done]:.3f} s") from None
+            if index in last_use:
+                converted[index] = to_model_rgb(
+                    frame, resize_short=spec.resize_short, size=spec.crop_size, reformatter=reformatter
+                )
 
 
 def _open(path: Path) -> av.container.InputContainer:

@@ -25,7 +25,7 @@ from agent.frames import to_model_rgb
 from agent.metrics import Metrics
 from agent.sources import Camera, hw_unavailable
 from agent.spec import ModelSpec
-from agent.video import VideoError, frame_times, read_clips
+from agent.video import VideoError, frame_times, iter_clips, read_clips
 from tests import specs
 from tests.agent.test_clips import expected_live
 from tests.specs import I3D, SLOWFAST, TSN
@@ -318,6 +318,23 @@ def test_random_bytes_camera_retries_without_raising(random_file, shared_data, c
 
 
 # -- offline reading --------------------------------------------------------------------------------------------
+
+
+def test_iter_clips_is_one_decoding_pass_with_the_same_clips(h264_file, monkeypatch):
+    """``infer`` over many windows decodes the file once more after the timestamps (not once per batch), and each
+    window is the clip ``read_clips`` gives for it alone."""
+    spec = make_spec([{"name": "clip", "frames": 4, "stride_s": 0.2}])
+    times = frame_times(h264_file)
+    ends = [float(e) for e in np.arange(0.8, float(times.max()), 0.1)]
+    alone = {end: read_clips(h264_file, spec, [end])[0] for end in ends}
+    opened = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **kw: opened.append(a[0]) or real_open(*a, **kw))
+    clips = list(iter_clips(h264_file, spec, ends, times))
+    assert len(opened) == 1 and len(clips) == len(ends) >= 10
+    for end, clip in zip(ends, clips, strict=True):
+        assert clip.end == end
+        np.testing.assert_array_equal(clip.inputs["clip"], alone[end].inputs["clip"])
 
 
 def test_read_clips_random_bytes_names_the_file(random_file):
