@@ -10,11 +10,11 @@ fast as it decodes (``--fast``), decoded in software or, with ``--hwaccel``, on 
 says which: ``decode``); with ``--synthetic`` each camera emits ready-made clips every ``--every`` seconds, which
 measures everything after decode.
 
-The model-only ceiling (the same session, bare) is measured right after each K at the batch sizes around the
-observed mean, so each line also carries ``efficiency`` = clips/s ÷ model-only clips/s at the same (mean) batch size,
-``p99_over_batch`` = p99 ÷ the agent's own mean batch inference time (its ``inference_seconds``) and
-``p99_over_model_only_batch``. The summary names the largest K whose p99 stays below 2× the batch inference time and
-the efficiency there.
+The model-only ceiling (the same session, bare; a quarter of ``--seconds`` per size) is measured right after each K
+at the batch sizes around the observed mean, so each line also carries ``efficiency`` = clips/s ÷ model-only clips/s
+at the same (mean) batch size, ``p99_over_batch`` = p99 ÷ the agent's own mean batch inference time (its
+``inference_seconds``) and ``p99_over_model_only_batch``. The summary names the largest K whose p99 stays below 2×
+the batch inference time and the efficiency there.
 """
 
 from __future__ import annotations
@@ -266,7 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
             b = max(1.0, row["mean_batch"])
             # The ceiling at this batch size, measured again right now (the machine's load drifts between runs).
             near = sorted({int(np.floor(b)), int(np.ceil(b))})
-            batch_s = at_batch(model_only(runtime, near, seconds=1.0), b)
+            # A quarter of the window per size: 2.5 s is ~10 batches of 64 on 2 CPU cores (1 s gave ~4, and a
+            # ceiling that moved 216-243 clips/s within one sweep).
+            batch_s = at_batch(model_only(runtime, near, seconds=args.seconds / 4), b)
             row["model_only_clips_per_s"] = round(b / batch_s, 2)
             row["model_only_batch_ms"] = round(1000 * batch_s, 2)
             row["efficiency"] = round(row["clips_per_s"] / (b / batch_s), 3)
