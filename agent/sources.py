@@ -122,14 +122,13 @@ class FrameSource:
                     break
                 if self.is_file:
                     attempt = 0
-                    continue  # loop: reopen at once
+                    continue  # loop: reopen at once; the stream stays up (not a reconnect), the clip buffer restarts
                 reason = "end of stream"
             except Stalled as e:
                 reason = str(e)
             except Exception as e:  # the thread must survive anything the source throws
                 reason = self.redact(f"{type(e).__name__}: {e}")
-            finally:
-                self._set_down()
+            self._set_down()
             if self._stop.is_set():
                 break
             attempt = 0 if self.last_frame_at and time.monotonic() - self.last_frame_at < 1.0 else attempt

@@ -409,6 +409,14 @@ def h264_file(tmp_path_factory) -> Path:
     return path
 
 
+def test_a_looping_file_starting_over_is_not_a_reconnect(h264_file):
+    """Alerts fire on reconnects: a 2 s file looped for 5 s must not count one every 2 s."""
+    spec = make_spec([{"name": "clip", "frames": 4, "stride_s": 0.2}])
+    clips, metrics, _ = run_camera(config(h264_file, loop=True, realtime=True, every_s=0.2), spec, max_s=5)
+    assert clips and value(metrics, "frames_decoded_total") >= 2 * 30  # went round at least twice
+    assert value(metrics, "stream_reconnects_total") == 0
+
+
 @pytest.mark.parametrize("hwaccel", ["cuda", "auto"])
 def test_hwaccel_decodes_the_same_clips_or_falls_back_once(h264_file, hwaccel, caplog):
     """NVDEC where it works, software where not (here: no GPU): every frame decoded, the same pixels, and an
