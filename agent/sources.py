@@ -106,6 +106,10 @@ class FrameSource:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
@@ -207,6 +211,7 @@ class FrameSource:
                             return t
                         received = time.time()  # played as if live: the frame "arrives" now, not when decoded
                     self.sink(frame, t, received)
+                    self.last_frame_at = time.monotonic()  # a sink that waited (see Camera) is not a stall
                     last_t = t
             rate = float(stream.average_rate or 25)
             return last_t + 1.0 / rate
@@ -232,7 +237,9 @@ class Camera:
     """One camera as an async context manager: ``async for clip in camera.clips()`` at the camera's cadence.
 
     The consumer always gets the newest clip: when it is slower than the camera, the older pending clip is
-    dropped and counted (``frames_dropped_total{reason="stale_clip"}``).
+    dropped and counted (``frames_dropped_total{reason="stale_clip"}``). A file played as fast as it decodes
+    (``realtime: false``) has no live edge to keep up with: its thread waits for the consumer to take the pending
+    clip instead, so no clip is dropped and decoding uses only the CPU that inference leaves.
     """
 
     def __init__(self, config: SourceConfig, spec: ModelSpec, metrics: Metrics) -> None:
@@ -245,6 +252,9 @@ class Camera:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: asyncio.Queue[Clip] = asyncio.Queue(maxsize=1)
         self._counted = (0, 0)
+        self._paced_by_consumer = self.source.is_file and not config.realtime
+        self._room = threading.Event()  # set while no clip is pending (waited on when paced by the consumer)
+        self._room.set()
 
     def _convert(self, frame: av.VideoFrame):
         return to_model_rgb(
@@ -260,6 +270,10 @@ class Camera:
             self.metrics.frames_dropped.labels(reason="out_of_order", **self._labels).inc(dropped - self._counted[1])
         self._counted = (converted, dropped)
         if clip is not None and self._loop is not None:
+            if self._paced_by_consumer:
+                while not self._room.wait(0.1) and not self.source.stopping:
+                    pass
+                self._room.clear()
             self._loop.call_soon_threadsafe(self._offer, clip)
 
     def _offer(self, clip: Clip) -> None:  # event loop
@@ -285,9 +299,13 @@ class Camera:
         """Ready clips, newest only; ends when a non-looping file has been played and its clips taken."""
         while True:
             if self.source.finished and self._pending.empty():
-                return
+                await asyncio.sleep(0)  # the last clip's offer was queued on this loop before the end was flagged
+                if self._pending.empty():
+                    return
             if not self._pending.empty():  # the usual case under load
-                yield self._pending.get_nowait()
+                clip = self._pending.get_nowait()
+                self._room.set()
+                yield clip
                 continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the clip and loses a cancel that arrives
             # as the clip does (CPython gh-86296); the camera's task then never stops and neither does the agent.
@@ -296,4 +314,5 @@ class Camera:
                     clip = await self._pending.get()
             except TimeoutError:
                 continue
+            self._room.set()
             yield clip

@@ -61,6 +61,8 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
             ("e2e", lambda: e2e.main(["--cameras", "1,4,8,16,24,32,40,48,52,56,60,64", *sweep, *per_core, *o])),
             # The saturated end again with one worker (the default: one run over all cores), side by side.
             ("e2e_one_worker", lambda: e2e.main(["--cameras", "48,56,64", *sweep, "--workers", "1", *o])),
+            # Files as fast as they decode (each camera paced by its consumer: no clip dropped).
+            ("e2e_fast", lambda: e2e.main(["--fast", "--cameras", "1,4,16,64", *sweep, *per_core, *o])),
             # The upper end without decode: what the agent itself costs on top of the model.
             ("e2e_synthetic", lambda: e2e.main(["--synthetic", "--cameras", "32,48,64", *sweep, *per_core, *o])),
             ("offline", lambda: offline.main(["--archs", "slowfast_r50_4x16,tsn_r50", "--repeats", "2", *o])),
