@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,12 @@ import pytest
 from agent.cli import BATCH, main
 from agent.spec import open_session, read_spec
 from agent.video import frame_times, read_clips
+from tests.videos import pattern_video
 
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("infer") / "testsrc.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=15:duration=12",
-         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    return pattern_video(tmp_path_factory.mktemp("infer") / "testsrc.mp4", 12, "160x120", 15, "testsrc")
 
 
 def test_infer_scores_every_window_as_the_model_scores_that_clip_alone(video, tiny_model, tmp_path):

@@ -20,6 +20,7 @@ import yaml
 from agent.cli import main
 from tests.mosquitto import Mosquitto, Subscriber
 from tests.person_graphs import box_scorer, constant_detector
+from tests.videos import pattern_video
 
 LABELS = ["left", "right", "tall"]
 W = np.array([[-20.0, 20.0, 0.0], [0, 0, 0], [-20.0, 20.0, 0.0], [0, 0, 0]])  # x1 + x2: box centre × 2
@@ -33,13 +34,7 @@ def expected(box) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    path = tmp_path_factory.mktemp("video") / "walk.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "3"]
-        + ["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", str(path)],
-        check=True,
-    )
-    return path
+    return pattern_video(tmp_path_factory.mktemp("video") / "walk.mp4", 3, options=["-g", "25"])
 
 
 @pytest.fixture(scope="module")

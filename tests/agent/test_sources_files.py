@@ -29,6 +29,7 @@ from agent.video import VideoError, frame_times, iter_clips, read_clips
 from tests import specs
 from tests.agent.test_clips import expected_live
 from tests.specs import I3D, SLOWFAST, TSN
+from tests.videos import pattern_video
 
 SIZE, SHORT = 112, 128
 DEMO = "mmaction2/demo/demo.mp4"  # 340x256, 28 fps, 280 frames
@@ -400,13 +401,7 @@ def test_one_decoder_thread_gives_the_same_clips(shared_data):
 @pytest.fixture(scope="module")
 def h264_file(tmp_path_factory) -> Path:
     """Two seconds of ffmpeg's test pattern, H.264 160x120 at 15 fps (what NVDEC would take)."""
-    path = tmp_path_factory.mktemp("h264") / "testsrc.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=15:duration=2",
-         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    return pattern_video(tmp_path_factory.mktemp("h264") / "testsrc.mp4", 2, "160x120", 15, "testsrc")
 
 
 @pytest.mark.parametrize("realtime", [False, True])

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 from bench import decode
+from tests.videos import pattern_video
 
 
 def test_decode_bench_prints_json_lines(tmp_path, capsys):
-    video = tmp_path / "small.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", "2"]
-        + ["-c:v", "libx264", "-pix_fmt", "yuv420p", str(video)],
-        check=True,
-    )
+    video = pattern_video(tmp_path / "small.mp4", 2, fps=30)
     decode.main([str(video), "--repeats", "1"])
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by_variant = {r["variant"]: r for r in records}

@@ -12,6 +12,7 @@ import dataclasses
 import pytest
 
 from tests.reliability import report
+from tests.videos import pattern_video
 
 
 class Recorder:
@@ -73,12 +74,5 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def stream_file(tmp_path_factory):
     """20 s of a moving test pattern (320x240, 25 fps, H.264, GOP 0.5 s): a cheap camera when played looping."""
-    import subprocess
-
     path = tmp_path_factory.mktemp("stream") / "pattern.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "20"]
-        + ["-c:v", "libx264", "-preset", "ultrafast", "-g", "12", "-pix_fmt", "yuv420p", str(path)],
-        check=True,
-    )
-    return path
+    return pattern_video(path, 20, options=["-preset", "ultrafast", "-g", "12"])
