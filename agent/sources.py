@@ -296,7 +296,8 @@ class Camera:
         await asyncio.to_thread(self.source.join, self.config.read_timeout_s + 5)
 
     async def clips(self) -> AsyncIterator[Clip]:
-        """Ready clips, newest only; ends when a non-looping file has been played and its clips taken."""
+        """Ready clips (newest only, or every one for a consumer-paced file); ends when a non-looping file has been
+        played and its clips taken."""
         while True:
             if self.source.finished and self._pending.empty():
                 await asyncio.sleep(0)  # the last clip's offer was queued on this loop before the end was flagged
