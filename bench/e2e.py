@@ -35,7 +35,7 @@ from agent.clips import Clip
 from agent.config import parse_config
 from agent.events import EventTracker
 from agent.metrics import Metrics
-from agent.sources import hw_unavailable
+from agent.sources import hw_device
 from bench.common import DEMO_MODEL, Emitter, ProcessStats, percentiles, test_video
 from bench.model import random_batch, runtime_for, time_runs
 
@@ -251,9 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, args.max_batch} & set(range(1, args.max_batch + 1)))
     runtime.warm_up(sizes)
     mode = "synthetic" if video is None else ("fast" if args.fast else "realtime")
-    decode = "none" if video is None else "cpu"
-    if video is not None and args.hwaccel != "off" and hw_unavailable("cuda") is None:
-        decode = "cuda"
+    decode = "none" if video is None else (hw_device(args.hwaccel, "every camera") or "cpu")  # the agent's own choice
     rows, best, last_rate = [], None, 0.0
     rss_base = ProcessStats.rss_mb()
     try:
