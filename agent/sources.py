@@ -257,8 +257,9 @@ class Camera:
         self._room.set()
 
     def _convert(self, frame: av.VideoFrame):
+        spec = self.spec
         return to_model_rgb(
-            frame, resize_short=self.spec.resize_short, size=self.spec.crop_size, reformatter=self._reformatter
+            frame, resize_short=spec.resize_short, size=spec.crop_size, reformatter=self._reformatter, threads=1
         )
 
     def _on_frame(self, frame: av.VideoFrame, t: float, received: float) -> None:  # source thread

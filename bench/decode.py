@@ -62,8 +62,11 @@ def ffmpeg_null(video: Path, threads: int) -> tuple[int, float]:
 
 def pyav(video: Path, threads: int, mode: str) -> int:
     spec = SLOWFAST_4X16
-    reformatter = VideoReformatter()  # as the agent's cameras: swscale's context kept between frames
-    convert = lambda f: to_model_rgb(f, resize_short=spec.resize_short, size=spec.size, reformatter=reformatter)  # noqa: E731
+    reformatter = VideoReformatter()  # as the agent's cameras: swscale's context kept between frames, one thread
+
+    def convert(frame):
+        return to_model_rgb(frame, resize_short=spec.resize_short, size=spec.size, reformatter=reformatter, threads=1)
+
     buffer = ClipBuffer(spec, convert, every_s=1.0)
     frames = 0
     with av.open(str(video)) as container:

@@ -454,15 +454,15 @@ def test_hwaccel_decodes_the_same_clips_or_falls_back_once(h264_file, hwaccel, c
 
 
 def test_one_reformatter_for_many_frames_gives_the_fresh_conversions():
-    """A camera keeps one swscale context; frames of another size (a reconnect at a new resolution) still convert
-    exactly as a fresh context would."""
+    """A camera keeps one single-threaded swscale context; frames of another size (a reconnect at a new resolution)
+    still convert exactly as a fresh, slice-threaded context would."""
     rng = np.random.default_rng(0)
     reformatter = VideoReformatter()
     for w, h in [(160, 120), (320, 240), (160, 120), (120, 160)]:
         rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-        kept = to_model_rgb(frame, resize_short=SHORT, size=SIZE, reformatter=reformatter)
-        np.testing.assert_array_equal(kept, to_model_rgb(frame, resize_short=SHORT, size=SIZE))
+        kept = to_model_rgb(frame, resize_short=SHORT, size=SIZE, reformatter=reformatter, threads=1)  # as cameras
+        np.testing.assert_array_equal(kept, to_model_rgb(frame, resize_short=SHORT, size=SIZE))  # fresh, sliced
         assert kept.shape == (SIZE, SIZE, 3)
 
 
