@@ -5,7 +5,13 @@ a numpy view. Sizes are rounded as MMAction2 (mmcv) rounds them, so the same fra
 Callers that convert many frames pass one :class:`VideoReformatter` per stream: it keeps swscale's context between
 frames (a fresh one per frame costs about twice the conversion itself at sub-stream sizes). swscale splits a frame
 across one thread per core unless told otherwise; a camera, already on its own thread, asks for one: handing a
-sub-stream frame to slice threads costs ~35 µs a call, more than converting it (160x120: ~50 µs in all).
+sub-stream frame to slice threads costs ~35 µs a call, more than converting it.
+
+Scaled frames come out of swscale as planar RGB (``gbrp``), not packed ``rgb24``: FFmpeg 8 scales to packed RGB on
+a slow path whenever the target width is odd (160x120 → 147x110, or 16:9 at short side 256 → 455 wide: ~2× the
+time, same pixels as planar) and on a fast path that lands farther from a float bilinear resize when it is even
+(1280x720 → 196x110: mean |Δ| 15.4 against planar's 9.1). Planar is the faster of the two at every size measured
+(``python -m bench.interp`` compares both). Unscaled frames stay packed, which is faster there (identical pixels).
 """
 
 from __future__ import annotations
@@ -48,15 +54,31 @@ def to_model_rgb(
     width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)  # as displayed
     w, h = resized_size(width, height, resize_short)
     sw, sh = (h, w) if turns % 2 else (w, h)  # as stored
-    reformatter = reformatter or VideoReformatter()  # what PyAV's to_ndarray(width=...) makes for every call
-    out = reformatter.reformat(frame, width=sw, height=sh, format="rgb24", interpolation=interpolation, threads=threads)
-    rgb = out.to_ndarray()
+    rgb = resized_rgb(frame, sw, sh, interpolation=interpolation, reformatter=reformatter, threads=threads)
     if turns:
         rgb = np.rot90(rgb, turns)
     if size is None:
         return rgb
     x0, y0 = centre_crop_origin(w, h, size)
     return rgb[y0 : y0 + size, x0 : x0 + size]
+
+
+def resized_rgb(
+    frame: av.VideoFrame,
+    width: int,
+    height: int,
+    *,
+    interpolation: Interpolation = DEFAULT_INTERPOLATION,
+    reformatter: VideoReformatter | None = None,
+    threads: int = 0,
+) -> np.ndarray:
+    """``frame`` (as stored) scaled to ``width`` x ``height``: uint8 RGB ``[height, width, 3]``."""
+    reformatter = reformatter or VideoReformatter()  # what PyAV's to_ndarray(width=...) makes for every call
+    fmt = "rgb24" if (width, height) == (frame.width, frame.height) else "gbrp"  # see the module's docstring
+    out = reformatter.reformat(
+        frame, width=width, height=height, format=fmt, interpolation=interpolation, threads=threads
+    )
+    return out.to_ndarray()  # gbrp: PyAV stacks the planes in R, G, B order
 
 
 class BestEffortTimestamp:

@@ -3,20 +3,23 @@
     python -m bench.interp [VIDEO] [--model models/motion_demo.onnx]
 
 Reference: the full-resolution RGB frame resized with bilinear interpolation in float (what MMAction2's
-``Resize`` does with cv2), then centre-cropped. For each mode: ms per converted frame, mean |Δpixel| against the
-reference, and max |Δprob| of the model's scores on clips built from those frames (plus whether top-1 agrees).
+``Resize`` does with cv2), then centre-cropped. For each mode and swscale output layout (``planar``: what the agent
+converts to, see :mod:`agent.frames`; ``packed``: straight to rgb24, as before 0.4.2): ms per converted frame (one
+swscale context and thread, as a camera converts), mean |Δpixel| against the reference, and max |Δprob| of the
+model's scores on clips built from those frames (plus whether top-1 agrees).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import Interpolation
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from agent.clips import sample_indices
 from agent.frames import centre_crop_origin, resized_size, to_model_rgb
@@ -34,6 +37,19 @@ def reference_rgb(frame: av.VideoFrame, resize_short: int, size: int) -> np.ndar
     out = out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
     x0, y0 = centre_crop_origin(w, h, size)
     return out[y0 : y0 + size, x0 : x0 + size]
+
+
+def packed_rgb(frame, resize_short: int, size: int, interpolation, reformatter: VideoReformatter) -> np.ndarray:
+    w, h = resized_size(frame.width, frame.height, resize_short)
+    out = reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation=interpolation, threads=1)
+    x0, y0 = centre_crop_origin(w, h, size)
+    return out.to_ndarray()[y0 : y0 + size, x0 : x0 + size]
+
+
+def planar_rgb(frame, resize_short: int, size: int, interpolation, reformatter: VideoReformatter) -> np.ndarray:
+    return to_model_rgb(
+        frame, resize_short=resize_short, size=size, interpolation=interpolation, reformatter=reformatter, threads=1
+    )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -65,18 +81,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ref_scores = scores(ref)
     emit = Emitter(args.out)
     records = []
-    for mode in MODES:
-        interpolation = Interpolation[mode]
+    for mode, (layout, convert) in itertools.product(MODES, {"planar": planar_rgb, "packed": packed_rgb}.items()):
+        interpolation, reformatter = Interpolation[mode], VideoReformatter()
         runs, converted = [], {}
         for i in used:
             t0 = time.perf_counter()
-            converted[i] = np.ascontiguousarray(
-                to_model_rgb(frames[i], resize_short=spec.resize_short, size=spec.size, interpolation=interpolation)
-            )
+            rgb = convert(frames[i], spec.resize_short, spec.size, interpolation, reformatter)
             runs.append(time.perf_counter() - t0)
+            converted[i] = np.ascontiguousarray(rgb)
         pixel = statistics.mean(float(np.abs(converted[i].astype(int) - ref[i]).mean()) for i in used)
         got = scores(converted)
-        record = {"bench": "interp", "mode": mode, "video": video.name, "model": args.model.name, "frames": len(used)}
+        record = {"bench": "interp", "mode": mode, "layout": layout, "video": video.name, "model": args.model.name}
+        record |= {"frames": len(used), "size": f"{frames[0].width}x{frames[0].height}"}
         record |= {"ms_per_frame": round(1000 * statistics.median(runs), 3), "mean_abs_pixel": round(pixel, 3)}
         record |= {"max_abs_prob": round(float(np.abs(got - ref_scores).max()), 5)}
         record |= {"same_top1": bool((got.argmax(1) == ref_scores.argmax(1)).all())}

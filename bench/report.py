@@ -49,9 +49,13 @@ def tables(records: list[dict]) -> str:
         out.append("")
     interp = [r for r in records if r["bench"] == "interp"]
     if interp:
-        out += ["| swscale mode | ms/frame | mean abs pixel | max abs Δprob | same top-1 |", "|---|---|---|---|---|"]
         out += [
-            f"| {r['mode']} | {r['ms_per_frame']} | {r['mean_abs_pixel']} | {r['max_abs_prob']} | {r['same_top1']} |"
+            "| swscale mode | layout | ms/frame | mean abs pixel | max abs Δprob | same top-1 |",
+            "|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['mode']} | {r.get('layout', 'packed')} | {r['ms_per_frame']} | {r['mean_abs_pixel']} "
+            f"| {r['max_abs_prob']} | {r['same_top1']} |"
             for r in interp
         ]
         out.append("")

@@ -23,9 +23,9 @@ from typing import Literal
 import av
 import numpy as np
 import torch
-from av.video.reformatter import Interpolation
 from torch.utils.data import Dataset
 
+from agent.frames import resized_rgb
 from train.pipelines import ClipPipeline, resized_size
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -180,7 +180,7 @@ def _to_rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
     if short_side is None:
         return frame.to_ndarray(format="rgb24")
     w, h = resized_size(frame.width, frame.height, short_side)
-    return frame.to_ndarray(width=w, height=h, format="rgb24", interpolation=Interpolation.BILINEAR)
+    return resized_rgb(frame, w, h)  # the agent's own conversion: no train/serve pixel skew
 
 
 def read_rawframes(directory: Path, indices: np.ndarray) -> np.ndarray:

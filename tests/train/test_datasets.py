@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from torchvision.io import encode_jpeg
 
+from agent.frames import to_model_rgb
 from train.datasets import (
     ClipDataset,
     DatasetError,
@@ -100,6 +102,15 @@ def test_read_video_frames(clip):
     past_end = read_video_frames(clip, np.array([28, 40]))  # a header that over-counts: last frame repeats
     np.testing.assert_array_equal(past_end, every[[28, 29]])
     assert read_video_frames(clip, np.array([0]), short_side=24).shape == (1, 24, 32, 3)
+
+
+def test_training_frames_are_the_agents_frames(clip):
+    """No train/serve skew: resized training frames are exactly what the agent converts (crop aside)."""
+    for short in (24, 37, 48):  # 32x24, 49x37 (odd width), 64x48 (no scaling)
+        with av.open(str(clip)) as container:
+            frames = [to_model_rgb(f, resize_short=short, size=None) for f in container.decode(video=0)]
+        got = read_video_frames(clip, np.array([0, 17]), short_side=short)
+        np.testing.assert_array_equal(got, [frames[0], frames[17]])
 
 
 def test_unreadable_video(tmp_path):
