@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -86,6 +89,14 @@ class ProcessStats:
     def cpu_percent(self) -> float:
         wall = time.perf_counter() - self.t0
         return 100 * (_cpu_seconds() - self.cpu0) / wall if wall > 0 else 0.0
+
+    @staticmethod
+    def settled_rss_mb() -> float:
+        """RSS after handing freed memory back to the OS (a baseline that earlier, larger work does not inflate)."""
+        gc.collect()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed heap pages otherwise
+        return ProcessStats.rss_mb()
 
     @staticmethod
     def rss_mb() -> float:

@@ -140,7 +140,7 @@ def agent_config(args: argparse.Namespace, k: int, video: Path | None) -> dict:
     return {"cameras": cameras, "models": {"m": model}, "metrics": {"enabled": False}, "log_level": "WARNING"}
 
 
-async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime, rss_base: float) -> dict:
+async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime) -> dict:
     config = parse_config(agent_config(args, k, video))
     metrics = Metrics()
     recorder = Recorder()
@@ -154,6 +154,7 @@ async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime, 
     saved = {name: getattr(agent_app, name) for name, _ in patches}
     for name, value in patches:
         setattr(agent_app, name, value)
+    rss_base = ProcessStats.settled_rss_mb()  # this K's cameras are measured above it
     try:
         task = asyncio.create_task(agent.run(stop))
         await asyncio.sleep(args.warmup)
@@ -188,14 +189,14 @@ async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime, 
         "cpu_percent": round(cpu, 1),
         "cpu_percent_per_camera": round(cpu / k, 2),
         "rss_mb": round(rss, 1),
-        "rss_mb_per_camera": round((max(rss, rss0) - rss_base) / k, 2),  # above the process before any camera
+        "rss_mb_per_camera": round((max(rss, rss0) - rss_base) / k, 2),
     }
 
 
-def _measure(args: argparse.Namespace, k: int, video: Path | None, runtime, rss_base: float) -> dict:
+def _measure(args: argparse.Namespace, k: int, video: Path | None, runtime) -> dict:
     """One K, then the model-only ceiling at its mean batch size, measured again right now (the machine's load
     drifts between runs) for a quarter of the window per size: 2.5 s is ~10 batches of 64 on 2 CPU cores."""
-    row = asyncio.run(_run_k(args, k, video, runtime, rss_base))
+    row = asyncio.run(_run_k(args, k, video, runtime))
     b = max(1.0, row["mean_batch"])
     batch_s = at_batch(model_only(runtime, sorted({int(np.floor(b)), int(np.ceil(b))}), seconds=args.seconds / 4), b)
     row["model_only_clips_per_s"] = round(b / batch_s, 2)
@@ -270,7 +271,6 @@ def main(argv: list[str] | None = None) -> dict:
     mode = "synthetic" if video is None else ("fast" if args.fast else "realtime")
     decode = "none" if video is None else (hw_device(args.hwaccel, "every camera") or "cpu")  # the agent's own choice
     rows, best, last_rate = [], None, 0.0
-    rss_base = ProcessStats.rss_mb()
     try:
         ceiling = model_only(runtime, sizes, seconds=1.0)
         for n, s in ceiling.items():
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         head = {"bench": "e2e", "mode": mode, "decode": decode, "model": args.model.name, "provider": runtime.device}
         head |= {"every_s": args.every, "max_batch": args.max_batch, "workers": w}
         for k in ks:
-            row = emit(head | _measure(args, k, video, runtime, rss_base))
+            row = emit(head | _measure(args, k, video, runtime))
             rows.append(row)
             if row["p99_over_batch"] is not None and row["p99_over_batch"] < 2.0:
                 best = row
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary |= {"max_clips_per_s": max(r["clips_per_s"] for r in rows)}
         runs = [best["efficiency"]]
         for i in range(1, args.repeats):  # the chosen K again: one 10 s window moves by several percent here
-            again = _measure(args, best["cameras"], video, runtime, rss_base)
+            again = _measure(args, best["cameras"], video, runtime)
             runs.append(emit(head | {"bench": "e2e_repeat", "repeat": i} | again)["efficiency"])
         summary |= {"efficiency": round(statistics.median(runs), 3), "efficiency_runs": runs}
         return emit(summary)
