@@ -9,18 +9,21 @@ bytes cross the bus; normalisation happens in the graph), and batches are padded
 two and ``max_batch``) that :meth:`ModelRuntime.warm_up` runs once, so no live batch meets an untuned shape. On the
 CPU, ONNX Runtime's worker threads do not spin between runs: the decoder threads need those cores.
 
-``workers`` (CPU) splits each batch into that many row ranges that run at once, each single-threaded by default
-(cores ÷ workers). One run spread over all cores pays a barrier per operator, and whenever a decoder thread
-preempts one of its threads the others wait at the next one; independent runs only meet at the end of the batch
-(the demo model on 2 cores: about +13% clips/s bare, more beside decoding). A single clip then runs on one core.
+``workers`` (CPU) runs that many batches at once, each single-threaded by default (cores ÷ workers) and of at most
+``max_batch ÷ workers`` clips, so at most ``max_batch`` clips are in flight. One run spread over all cores pays a
+barrier per operator, and whenever a decoder thread preempts one of its threads the others wait at the next one.
+The runs are independent: a worker that finishes takes the clips waiting then, without waiting for the others
+(splitting each batch into row ranges instead made every batch wait for its slowest range: ~19 ms of ~330 ms with
+64 cameras decoding beside it on 2 cores, +8 % clips/s without that wait). A batch that is not full (the model
+keeps up) is still shared out among the idle workers, so a few clips do not queue behind each other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,7 +79,6 @@ class ModelRuntime:
         self.input_names = [i.name for i in self.spec.inputs]
         self.buckets = batch_buckets(config.max_batch) if self.device == "cuda" else []
         self.workers = config.workers if self.device == "cpu" else 1  # CUDA: one stream
-        self._parts = ThreadPoolExecutor(self.workers - 1, f"infer-{name}-part") if self.workers > 1 else None
         self.bound_device = ("cuda", config.device_id)  # where IO-bound inputs and outputs live
         self._device_inputs: dict[tuple, ort.OrtValue] = {}  # (name, shape, dtype) -> device buffer
         self._copy_in_place = True
@@ -84,18 +86,9 @@ class ModelRuntime:
 
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """``inputs``: name → array (uint8 ``[N, T, S, S, 3]`` clips, plus any other inputs the graph takes, all
-        bound as given); returns float32 scores ``[N, K]``."""
+        bound as given); returns float32 scores ``[N, K]``. On the CPU, ``workers`` threads may call this at once."""
         if self.device == "cuda":
             return self._infer_bound(inputs)
-        n = len(inputs[self.input_names[0]])
-        if self._parts is None or n < 2 or set(inputs) != set(self.input_names):  # person models: boxes span rows
-            return self._run(inputs)
-        edges = np.linspace(0, n, min(self.workers, n) + 1).astype(int)
-        parts = [{k: v[a:b] for k, v in inputs.items()} for a, b in itertools.pairwise(edges)]
-        rest = [self._parts.submit(self._run, part) for part in parts[1:]]
-        return np.concatenate([self._run(parts[0]), *(f.result() for f in rest)])
-
-    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run([self.spec.output.name], inputs)[0]
 
     def _infer_bound(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -124,13 +117,14 @@ class ModelRuntime:
 
     def stack(self, name: str, arrays: list[np.ndarray]) -> np.ndarray:
         """``np.stack(arrays)`` into a host buffer reused across batches (no fresh megabytes per batch); on CUDA
-        the buffer has the bucket's rows, so padding costs no copy. Valid until the next ``stack`` of ``name``."""
+        the buffer has the bucket's rows, so padding costs no copy. Valid until this thread's next ``stack`` of
+        ``name`` (each worker thread has its own buffers)."""
         rows = max(self.bucket(len(arrays)), len(arrays))
         staging = self._staging(name, (rows, *arrays[0].shape), arrays[0].dtype)
         return np.stack(arrays, out=staging[: len(arrays)])
 
     def _staging(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
-        key = (name, shape, np.dtype(dtype).str)
+        key = (threading.get_ident(), name, shape, np.dtype(dtype).str)
         staging = self._padded.get(key)
         if staging is None:
             if len(self._padded) >= 64:
@@ -188,18 +182,22 @@ class _Request:
 
 
 class Batcher:
-    """Collects clips for one model from all cameras: a batch runs when ``max_batch`` clips are waiting or the
-    oldest has waited ``max_wait_ms``. Each camera awaits its own result, so at most one clip per camera is queued
-    here; cameras drop stale clips before they reach this queue (see :class:`agent.sources.Camera`).
+    """Collects clips for one model from all cameras: a batch runs when a worker is free and either its share of
+    ``max_batch`` (``max_batch ÷ workers``) clips are waiting or the oldest has waited ``max_wait_ms``. Each camera
+    awaits its own result, so at most one clip per camera is queued or running here (its results stay in order);
+    cameras drop stale clips before they reach this queue (see :class:`agent.sources.Camera`).
     """
 
     def __init__(self, runtime: ModelRuntime, metrics: Metrics) -> None:
         self.runtime, self.metrics = runtime, metrics
-        self.max_batch = runtime.config.max_batch
+        self.workers = runtime.workers
+        self.max_batch = -(-runtime.config.max_batch // self.workers)  # per run
         self.max_wait = runtime.config.max_wait_ms / 1000
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{runtime.name}")
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"infer-{runtime.name}")
         self._depth = metrics.queue_depth.labels(stage=f"inference:{runtime.name}")
+        self._idle = self.workers
+        self._freed = asyncio.Event()
 
     async def infer(self, clip: Clip, boxes: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """Scores for one clip (person models: one row per box) and the duration (ms) of the batch that computed
@@ -212,32 +210,51 @@ class Batcher:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while True:
-                batch = [await self.queue.get()]
-                deadline = loop.time() + self.max_wait
-                # Cameras woken by the previous batch's results are runnable now: let them queue their next clips,
-                # so a saturated model runs full batches instead of one clip followed by the rest.
-                for _ in range(3):
-                    await asyncio.sleep(0)
-                while len(batch) < self.max_batch:
-                    try:
-                        batch.append(self.queue.get_nowait())
-                        continue
-                    except asyncio.QueueEmpty:
-                        pass
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:  # not wait_for: see Camera.clips
-                        async with asyncio.timeout(remaining):
-                            batch.append(await self.queue.get())
-                    except TimeoutError:
-                        break
-                self._depth.set(self.queue.qsize())
-                for group in _same_shapes(batch):
-                    await self._run_batch(loop, group)
+            async with asyncio.TaskGroup() as running:
+                while True:
+                    while not self._idle:
+                        self._freed.clear()
+                        await self._freed.wait()
+                    batch = await self._collect(loop)
+                    # A batch that is not full (the model keeps up): share it out among the idle workers.
+                    parts = min(self._idle, len(batch)) if len(batch) < self.max_batch else 1
+                    for i in range(parts):
+                        self._idle -= 1
+                        running.create_task(self._run_worker(loop, batch[i::parts]))
         finally:
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[_Request]:
+        batch = [await self.queue.get()]
+        deadline = loop.time() + self.max_wait
+        # Cameras woken by the previous batch's results are runnable now: let them queue their next clips, so a
+        # saturated model runs full batches instead of one clip followed by the rest.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:  # not wait_for: see Camera.clips
+                async with asyncio.timeout(remaining):
+                    batch.append(await self.queue.get())
+            except TimeoutError:
+                break
+        self._depth.set(self.queue.qsize())
+        return batch
+
+    async def _run_worker(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
+        try:
+            for group in _same_shapes(batch):
+                await self._run_batch(loop, group)
+        finally:
+            self._idle += 1
+            self._freed.set()
 
     def _infer(self, batch: list[_Request]) -> np.ndarray:  # worker thread: stacking a batch is copying megabytes
         inputs = {n: self.runtime.stack(n, [r.clip.inputs[n] for r in batch]) for n in self.runtime.input_names}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -107,24 +110,71 @@ def test_bound_path_pads_to_buckets_and_returns_only_real_rows(tiny_model):
     assert shapes == {(i.name, b) for i in runtime.spec.inputs for b in (1, 2, 4, 6)}
 
 
-def test_workers_split_a_batch_into_concurrent_runs_with_the_same_scores(tiny_model):
-    """``workers: 2``: a batch runs as two row ranges at once, each on its own thread and its own share of the
-    cores; the scores are those of one run over the whole batch, in clip order."""
-    whole = ModelRuntime("m", ModelConfig(path=tiny_model, device="cpu"))
-    split = ModelRuntime("m", ModelConfig(path=tiny_model, device="cpu", workers=2))
-    assert (whole.workers, split.workers) == (1, 2)
-    runs: list[tuple[int, int]] = []  # (thread, rows) of each ONNX Runtime run
-    run = split._run
-    split._run = lambda inputs: runs.append((threading.get_ident(), len(inputs["slow"]))) or run(inputs)
-    rng = np.random.default_rng(3)
-    size = whole.spec.size
-    inputs = {i.name: rng.integers(0, 256, (5, i.frames, size, size, 3), dtype=np.uint8) for i in whole.spec.inputs}
-    np.testing.assert_allclose(split.infer(inputs), whole.infer(inputs), atol=1e-5)
-    assert sorted(rows for _, rows in runs) == [2, 3] and len({thread for thread, _ in runs}) == 2
-    runs.clear()
-    one = {k: v[:1] for k, v in inputs.items()}
-    np.testing.assert_allclose(split.infer(one), whole.infer(one), atol=1e-5)
-    assert [rows for _, rows in runs] == [1]  # nothing to split
+def _recording_runs(runtime: ModelRuntime) -> list[tuple[int, int, float, float]]:
+    """(thread, rows, start, end) of each ONNX Runtime run from now on."""
+    runs: list[tuple[int, int, float, float]] = []
+    session_run = runtime.session.run
+
+    def run(names, inputs):
+        t0 = time.perf_counter()
+        out = session_run(names, inputs)
+        runs.append((threading.get_ident(), len(next(iter(inputs.values()))), t0, time.perf_counter()))
+        return out
+
+    runtime.session = SimpleNamespace(run=run)
+    return runs
+
+
+def test_workers_run_batches_at_once_without_waiting_for_each_other(tiny_model):
+    """``workers: 2``, saturated: each run takes at most max_batch ÷ workers clips, the two workers' runs overlap,
+    and a worker that finishes starts on the clips waiting then, while the other is still busy (no barrier per
+    batch). Scores are those of each clip run alone."""
+    metrics = Metrics()
+    config = ModelConfig(path=tiny_model, device="cpu", max_batch=4, max_wait_ms=0, workers=2)
+    runtime = ModelRuntime("tiny", config)
+    clips = [_clip(runtime, f"cam{i}", seed=i) for i in range(12)]
+    expected = {c.camera: runtime.infer({k: v[None] for k, v in c.inputs.items()})[0] for c in clips}
+    session_run, started = runtime.session.run, itertools.count()
+
+    def uneven(names, inputs):  # the first run is slow (a preempted worker): the other must not wait for it
+        if next(started) == 0:
+            time.sleep(0.3)
+        return session_run(names, inputs)
+
+    runtime.session = SimpleNamespace(run=uneven)
+    runs = _recording_runs(runtime)
+    batcher = Batcher(runtime, metrics)
+
+    async def scenario():
+        worker = asyncio.create_task(batcher.run())
+        results = await asyncio.gather(*(batcher.infer(c) for c in clips))
+        worker.cancel()
+        return results
+
+    results = asyncio.run(scenario())
+    for clip, (scores, _) in zip(clips, results, strict=True):
+        np.testing.assert_allclose(scores, expected[clip.camera], atol=1e-5)
+    assert sum(rows for _, rows, _, _ in runs) == 12 and max(rows for _, rows, _, _ in runs) == 2
+    assert len({thread for thread, *_ in runs}) == 2
+    slow_run = max(runs, key=lambda r: r[3] - r[2])
+    others = [r for r in runs if r is not slow_run]
+    assert len(others) == 5 and all(end < slow_run[3] for *_, end in others), "the fast worker waited for the slow"
+
+
+def test_a_batch_that_is_not_full_is_shared_among_idle_workers(tiny_model):
+    """The model keeps up (3 clips, room for 4 per run): both idle workers take a share at once."""
+    config = ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=100, workers=2)
+    runtime = ModelRuntime("tiny", config)
+    runs = _recording_runs(runtime)
+    batcher = Batcher(runtime, Metrics())
+
+    async def scenario():
+        worker = asyncio.create_task(batcher.run())
+        await asyncio.gather(*(batcher.infer(_clip(runtime, f"c{i}", i)) for i in range(3)))
+        worker.cancel()
+
+    asyncio.run(scenario())
+    assert sorted(rows for _, rows, _, _ in runs) == [1, 2] and len({t for t, *_ in runs}) == 2
 
 
 def test_a_cancel_arriving_with_a_clip_stops_the_batcher(tiny_model):

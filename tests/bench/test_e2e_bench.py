@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import statistics
+import threading
+import time
+from types import SimpleNamespace
 
 from bench import e2e
+from bench.model import runtime_for
 
 
 def test_repeats_rerun_the_summary_k_and_report_the_median(tiny_model, tmp_path):
@@ -24,3 +28,28 @@ def test_repeats_rerun_the_summary_k_and_report_the_median(tiny_model, tmp_path)
     assert runs == [chosen["efficiency"]] + [r["efficiency"] for r in again]
     assert summary["efficiency"] == round(statistics.median(runs), 3)
     assert lines[-1] == summary
+
+
+def test_model_only_runs_its_workers_at_once_as_the_batcher_does(tiny_model):
+    """The ceiling efficiency divides by: with ``workers: 2``, two threads run batches of the asked size back to
+    back at the same time (the batcher runs two batches at once, not one batch split in two)."""
+    runtime = runtime_for(tiny_model, "cpu", max_batch=4, workers=2)
+    runs: list[tuple[int, int, float, float]] = []  # thread, rows, start, end
+    session_run = runtime.session.run
+
+    def run(names, inputs):
+        t0 = time.perf_counter()
+        out = session_run(names, inputs)
+        runs.append((threading.get_ident(), len(next(iter(inputs.values()))), t0, time.perf_counter()))
+        return out
+
+    runtime.session = SimpleNamespace(run=run)
+    times = e2e.model_only(runtime, [2], seconds=0.2)
+    assert set(times) == {2} and times[2] > 0
+    assert {rows for _, rows, _, _ in runs} == {2}
+    by_thread = {}
+    for thread, _, start, end in runs:
+        by_thread.setdefault(thread, []).append((start, end))
+    assert len(by_thread) == 2
+    a, b = by_thread.values()
+    assert max(a[0][0], b[0][0]) < min(a[-1][1], b[-1][1]), "the two workers' runs did not overlap"
