@@ -119,14 +119,14 @@ class ModelConfig(Section):
     path: Path = Field(description="exported .onnx file")
     device: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="auto: CUDA when it loads, else CPU")
     device_id: int = Field(default=0, ge=0)
-    max_batch: int = Field(default=8, ge=1, le=1024, description="clips per run, across cameras")
+    max_batch: int = Field(default=8, ge=1, le=1024, description="clips per batch, across cameras")
     max_wait_ms: float = Field(default=10.0, ge=0, description="how long a batch waits to fill")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
     threads: int | None = Field(
         default=None, ge=1, description="CPU intra-op threads per worker (default: ORT's; with workers: cores/workers)"
     )
     workers: int = Field(
-        default=1, ge=1, le=64, description="CPU: batches run at once (many cameras: one per core, threads 1); CUDA: 1"
+        default=1, ge=1, le=64, description="CPU: workers sharing each batch (many cameras: one per core); CUDA: 1"
     )
     detector: DetectorConfig | None = Field(default=None, description="person models: who to classify")
 

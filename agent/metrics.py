@@ -41,14 +41,14 @@ class Metrics:
         )
         self.inference_seconds = Histogram(
             "inference_seconds",
-            "Model run time per batch",
+            "Batch run time (first piece started to last piece done)",
             ["model"],
             buckets=LATENCY_BUCKETS,
             namespace=ns,
             registry=r,
         )
         self.batch_size = Histogram(
-            "batch_size", "Clips per model run", ["model"], buckets=BATCH_BUCKETS, namespace=ns, registry=r
+            "batch_size", "Clips per batch", ["model"], buckets=BATCH_BUCKETS, namespace=ns, registry=r
         )
         self.event_latency_seconds = Histogram(
             "event_latency_seconds",

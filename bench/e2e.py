@@ -10,8 +10,8 @@ fast as it decodes (``--fast``), decoded in software or, with ``--hwaccel``, on 
 says which: ``decode``); with ``--synthetic`` each camera emits ready-made clips every ``--every`` seconds, which
 measures everything after decode.
 
-The model-only ceiling (the same session, bare, its ``workers`` each running batches back to back as the batcher
-does; a quarter of ``--seconds`` per size) is measured right after each K at the batch sizes around the observed
+The model-only ceiling (the same session, bare, its ``workers`` running pieces of each batch as the batcher does;
+a quarter of ``--seconds`` per size) is measured right after each K at the batch sizes around the observed
 mean, so each line also carries ``efficiency`` = clips/s ÷ model-only clips/s at the same (mean) batch size,
 ``p99_over_batch`` = p99 ÷ the agent's own mean batch inference time (its ``inference_seconds``) and
 ``p99_over_model_only_batch``. The summary names the largest K whose p99 stays below 2× the batch inference time
@@ -38,6 +38,7 @@ from agent.clips import Clip
 from agent.config import parse_config
 from agent.events import EventTracker
 from agent.metrics import Metrics
+from agent.runtime import piece_rows
 from agent.sources import hw_device
 from bench.common import DEMO_MODEL, Emitter, ProcessStats, percentiles, test_video
 from bench.model import random_batch, runtime_for, time_runs
@@ -201,10 +202,9 @@ def _measure(args: argparse.Namespace, k: int, video: Path | None, runtime) -> d
     row = asyncio.run(_run_k(args, k, video, runtime))
     b = max(1.0, row["mean_batch"])
     batch_s = at_batch(model_only(runtime, sorted({int(np.floor(b)), int(np.ceil(b))}), seconds=args.seconds / 4), b)
-    ceiling = runtime.workers * b / batch_s
-    row["model_only_clips_per_s"] = round(ceiling, 2)
+    row["model_only_clips_per_s"] = round(b / batch_s, 2)
     row["model_only_batch_ms"] = round(1000 * batch_s, 2)
-    row["efficiency"] = round(row["clips_per_s"] / ceiling, 3)
+    row["efficiency"] = round(row["clips_per_s"] / (b / batch_s), 3)
     p99, observed = row["latency_ms_p99"], row["batch_ms_mean"]
     row["p99_over_batch"] = round(p99 / observed, 2) if p99 is not None and observed else None
     row["p99_over_model_only_batch"] = round(p99 / (1000 * batch_s), 2) if p99 is not None else None
@@ -224,8 +224,8 @@ def _counters(metrics: Metrics, config) -> dict[str, float]:
 
 
 def model_only(runtime, batches: list[int], seconds: float) -> dict[int, float]:
-    """Batch time (s, median) of the bare runtime at each batch size, with its ``workers`` running batches at once
-    as the agent's batcher does (its ceiling at that size: ``workers`` × batch ÷ time clips/s)."""
+    """Time (s) the bare runtime takes per batch at each batch size, run as the agent's batcher runs it: its
+    ``workers`` each taking pieces of the batch back to back (``piece_rows``), all at once."""
 
     def runs_of(inputs: dict[str, np.ndarray]) -> list[float]:
         return time_runs(lambda: runtime.infer(inputs), min_runs=5, seconds=seconds)
@@ -233,8 +233,10 @@ def model_only(runtime, batches: list[int], seconds: float) -> dict[int, float]:
     out = {}
     with ThreadPoolExecutor(runtime.workers) as pool:
         for n in batches:
-            workers = [pool.submit(runs_of, random_batch(runtime.spec, n)) for _ in range(runtime.workers)]
-            out[n] = statistics.median(t for w in workers for t in w.result())
+            rows = piece_rows(n, runtime.workers)
+            workers = [pool.submit(runs_of, random_batch(runtime.spec, rows)) for _ in range(runtime.workers)]
+            piece_s = statistics.median(t for w in workers for t in w.result())
+            out[n] = piece_s * n / (rows * runtime.workers)
     return out
 
 
@@ -275,8 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
     emit = Emitter(args.out)
     runtime = runtime_for(args.model, args.device, args.max_batch, args.threads, args.workers)
     w = runtime.workers
-    per_run = -(-args.max_batch // w)  # the batcher's largest run
-    sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, per_run} & set(range(1, per_run + 1)))
+    sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, args.max_batch} & set(range(1, args.max_batch + 1)))
     runtime.warm_up(sizes)
     mode = "synthetic" if video is None else ("fast" if args.fast else "realtime")
     decode = "none" if video is None else (hw_device(args.hwaccel, "every camera") or "cpu")  # the agent's own choice
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
         ceiling = model_only(runtime, sizes, seconds=1.0)
         for n, s in ceiling.items():
             emit({"bench": "e2e_model_only", "model": args.model.name, "provider": runtime.device, "batch": n,
-                  "workers": w, "batch_ms_p50": round(1000 * s, 2), "clips_per_s": round(w * n / s, 2)})  # fmt: skip
+                  "workers": w, "batch_ms_p50": round(1000 * s, 2), "clips_per_s": round(n / s, 2)})  # fmt: skip
         head = {"bench": "e2e", "mode": mode, "decode": decode, "model": args.model.name, "provider": runtime.device}
         head |= {"every_s": args.every, "max_batch": args.max_batch, "workers": w}
         for k in ks:

@@ -14,7 +14,7 @@ import pytest
 from agent.clips import Clip
 from agent.config import ModelConfig
 from agent.metrics import Metrics
-from agent.runtime import Batcher, ModelRuntime, batch_buckets
+from agent.runtime import Batcher, ModelRuntime, batch_buckets, piece_rows
 from agent.spec import SpecError
 
 
@@ -125,10 +125,10 @@ def _recording_runs(runtime: ModelRuntime) -> list[tuple[int, int, float, float]
     return runs
 
 
-def test_workers_run_batches_at_once_without_waiting_for_each_other(tiny_model):
-    """``workers: 2``, saturated: each run takes at most max_batch ÷ workers clips, the two workers' runs overlap,
-    and a worker that finishes starts on the clips waiting then, while the other is still busy (no barrier per
-    batch). Scores are those of each clip run alone."""
+def test_workers_share_a_batch_in_pieces_and_never_wait_for_each_other(tiny_model):
+    """``workers: 2``: a batch is cut into pieces that both workers take; one slow piece (a preempted worker) holds
+    back neither the other worker, which goes on with the rest and with the next batch, nor the results of the
+    other pieces. Scores are those of each clip run alone."""
     metrics = Metrics()
     config = ModelConfig(path=tiny_model, device="cpu", max_batch=4, max_wait_ms=0, workers=2)
     runtime = ModelRuntime("tiny", config)
@@ -136,7 +136,7 @@ def test_workers_run_batches_at_once_without_waiting_for_each_other(tiny_model):
     expected = {c.camera: runtime.infer({k: v[None] for k, v in c.inputs.items()})[0] for c in clips}
     session_run, started = runtime.session.run, itertools.count()
 
-    def uneven(names, inputs):  # the first run is slow (a preempted worker): the other must not wait for it
+    def uneven(names, inputs):
         if next(started) == 0:
             time.sleep(0.3)
         return session_run(names, inputs)
@@ -144,37 +144,46 @@ def test_workers_run_batches_at_once_without_waiting_for_each_other(tiny_model):
     runtime.session = SimpleNamespace(run=uneven)
     runs = _recording_runs(runtime)
     batcher = Batcher(runtime, metrics)
+    done_at: dict[str, float] = {}
+
+    async def one(clip):
+        scores, _ = await batcher.infer(clip)
+        done_at[clip.camera] = time.perf_counter()
+        return scores
 
     async def scenario():
         worker = asyncio.create_task(batcher.run())
-        results = await asyncio.gather(*(batcher.infer(c) for c in clips))
+        results = await asyncio.gather(*(one(c) for c in clips))
         worker.cancel()
         return results
 
     results = asyncio.run(scenario())
-    for clip, (scores, _) in zip(clips, results, strict=True):
+    for clip, scores in zip(clips, results, strict=True):
         np.testing.assert_allclose(scores, expected[clip.camera], atol=1e-5)
-    assert sum(rows for _, rows, _, _ in runs) == 12 and max(rows for _, rows, _, _ in runs) == 2
+    assert sum(rows for _, rows, _, _ in runs) == 12 and {rows for _, rows, _, _ in runs} == {1}  # 4 ÷ (8 × 2) → 1
     assert len({thread for thread, *_ in runs}) == 2
-    slow_run = max(runs, key=lambda r: r[3] - r[2])
-    others = [r for r in runs if r is not slow_run]
-    assert len(others) == 5 and all(end < slow_run[3] for *_, end in others), "the fast worker waited for the slow"
+    slow = max(runs, key=lambda r: r[3] - r[2])
+    assert all(r[3] < slow[3] for r in runs if r is not slow), "the other worker waited for the slow piece"
+    *others, last = sorted(done_at.values())
+    assert max(others) < slow[3] <= last, "results of the other pieces waited for the slow one"
+    assert metrics.value("actionstream_batch_size_count", model="tiny") == 3  # 4 + 4 + 4: metrics per batch
+    assert metrics.value("actionstream_clips_inferred_total", model="tiny") == 12
 
 
-def test_a_batch_that_is_not_full_is_shared_among_idle_workers(tiny_model):
-    """The model keeps up (3 clips, room for 4 per run): both idle workers take a share at once."""
-    config = ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=100, workers=2)
-    runtime = ModelRuntime("tiny", config)
+def test_one_worker_runs_each_batch_whole(tiny_model):
+    """The default (and CUDA): one run per batch, so the GPU sees the whole batch."""
+    runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=100))
     runs = _recording_runs(runtime)
     batcher = Batcher(runtime, Metrics())
 
     async def scenario():
         worker = asyncio.create_task(batcher.run())
-        await asyncio.gather(*(batcher.infer(_clip(runtime, f"c{i}", i)) for i in range(3)))
+        await asyncio.gather(*(batcher.infer(_clip(runtime, f"c{i}", i)) for i in range(5)))
         worker.cancel()
 
     asyncio.run(scenario())
-    assert sorted(rows for _, rows, _, _ in runs) == [1, 2] and len({t for t, *_ in runs}) == 2
+    assert [rows for _, rows, _, _ in runs] == [5]
+    assert piece_rows(64, 1) == 64 and piece_rows(64, 2) == 4 and piece_rows(3, 2) == 1
 
 
 def test_a_cancel_arriving_with_a_clip_stops_the_batcher(tiny_model):

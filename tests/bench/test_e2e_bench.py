@@ -8,6 +8,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+from agent.runtime import piece_rows
 from bench import e2e
 from bench.model import runtime_for
 
@@ -31,9 +32,9 @@ def test_repeats_rerun_the_summary_k_and_report_the_median(tiny_model, tmp_path)
 
 
 def test_model_only_runs_its_workers_at_once_as_the_batcher_does(tiny_model):
-    """The ceiling efficiency divides by: with ``workers: 2``, two threads run batches of the asked size back to
-    back at the same time (the batcher runs two batches at once, not one batch split in two)."""
-    runtime = runtime_for(tiny_model, "cpu", max_batch=4, workers=2)
+    """The ceiling efficiency divides by: with ``workers: 2``, two threads run pieces of the batch back to back at
+    the same time, as the batcher does."""
+    runtime = runtime_for(tiny_model, "cpu", max_batch=32, workers=2)
     runs: list[tuple[int, int, float, float]] = []  # thread, rows, start, end
     session_run = runtime.session.run
 
@@ -44,9 +45,9 @@ def test_model_only_runs_its_workers_at_once_as_the_batcher_does(tiny_model):
         return out
 
     runtime.session = SimpleNamespace(run=run)
-    times = e2e.model_only(runtime, [2], seconds=0.2)
-    assert set(times) == {2} and times[2] > 0
-    assert {rows for _, rows, _, _ in runs} == {2}
+    times = e2e.model_only(runtime, [32], seconds=0.2)
+    assert set(times) == {32} and times[32] > 0
+    assert {rows for _, rows, _, _ in runs} == {piece_rows(32, 2)} == {2}
     by_thread = {}
     for thread, _, start, end in runs:
         by_thread.setdefault(thread, []).append((start, end))
