@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from types import SimpleNamespace
 
@@ -16,6 +15,7 @@ from agent.config import ModelConfig
 from agent.metrics import Metrics
 from agent.runtime import Batcher, ModelRuntime, batch_buckets, piece_rows
 from agent.spec import SpecError
+from tests.onnx_runs import record_runs
 
 
 def _clip(runtime: ModelRuntime, camera: str, seed: int) -> Clip:
@@ -110,21 +110,6 @@ def test_bound_path_pads_to_buckets_and_returns_only_real_rows(tiny_model):
     assert shapes == {(i.name, b) for i in runtime.spec.inputs for b in (1, 2, 4, 6)}
 
 
-def _recording_runs(runtime: ModelRuntime) -> list[tuple[int, int, float, float]]:
-    """(thread, rows, start, end) of each ONNX Runtime run from now on."""
-    runs: list[tuple[int, int, float, float]] = []
-    session_run = runtime.session.run
-
-    def run(names, inputs):
-        t0 = time.perf_counter()
-        out = session_run(names, inputs)
-        runs.append((threading.get_ident(), len(next(iter(inputs.values()))), t0, time.perf_counter()))
-        return out
-
-    runtime.session = SimpleNamespace(run=run)
-    return runs
-
-
 def test_workers_share_a_batch_in_pieces_and_never_wait_for_each_other(tiny_model):
     """``workers: 2``: a batch is cut into pieces that both workers take; one slow piece (a preempted worker) holds
     back neither the other worker, which goes on with the rest and with the next batch, nor the results of the
@@ -142,7 +127,7 @@ def test_workers_share_a_batch_in_pieces_and_never_wait_for_each_other(tiny_mode
         return session_run(names, inputs)
 
     runtime.session = SimpleNamespace(run=uneven)
-    runs = _recording_runs(runtime)
+    runs = record_runs(runtime)
     batcher = Batcher(runtime, metrics)
     done_at: dict[str, float] = {}
 
@@ -173,7 +158,7 @@ def test_workers_share_a_batch_in_pieces_and_never_wait_for_each_other(tiny_mode
 def test_one_worker_runs_each_batch_whole(tiny_model):
     """The default (and CUDA): one run per batch, so the GPU sees the whole batch."""
     runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=100))
-    runs = _recording_runs(runtime)
+    runs = record_runs(runtime)
     batcher = Batcher(runtime, Metrics())
 
     async def scenario():

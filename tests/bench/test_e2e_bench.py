@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
-import time
-from types import SimpleNamespace
 
 from agent.runtime import piece_rows
 from bench import e2e
 from bench.model import runtime_for
+from tests.onnx_runs import record_runs
 
 
 def test_repeats_rerun_the_summary_k_and_report_the_median(tiny_model, tmp_path):
@@ -35,16 +33,7 @@ def test_model_only_runs_its_workers_at_once_as_the_batcher_does(tiny_model):
     """The ceiling efficiency divides by: with ``workers: 2``, two threads run pieces of the batch back to back at
     the same time, as the batcher does."""
     runtime = runtime_for(tiny_model, "cpu", max_batch=32, workers=2)
-    runs: list[tuple[int, int, float, float]] = []  # thread, rows, start, end
-    session_run = runtime.session.run
-
-    def run(names, inputs):
-        t0 = time.perf_counter()
-        out = session_run(names, inputs)
-        runs.append((threading.get_ident(), len(next(iter(inputs.values()))), t0, time.perf_counter()))
-        return out
-
-    runtime.session = SimpleNamespace(run=run)
+    runs = record_runs(runtime)
     times = e2e.model_only(runtime, [32], seconds=0.2)
     assert set(times) == {32} and times[32] > 0
     assert {rows for _, rows, _, _ in runs} == {piece_rows(32, 2)} == {2}
