@@ -62,27 +62,34 @@ class RtspServer:
         auth = f"{user}:{password}@" if user else ""
         return f"rtsp://{auth}127.0.0.1:{self.client_port}/{self.path}"
 
-    def start(self, timeout: float = 10.0) -> None:
-        server = subprocess.Popen(
-            ["perl", "-MAnyEvent", "-MRTSP::Server", "-e", _SERVER.replace("RTP_PORT", str(self.rtp_port)), "--"]
-            + ["-c", str(self.client_port), "-s", str(self.source_port), "-l", "1"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.procs = [server]
+    def start(self, timeout: float = 10.0, tries: int = 3) -> None:
+        """Server, then publisher; a publisher that exits at once (seen once in CI, under load) is started again."""
+        self.procs = [
+            subprocess.Popen(
+                ["perl", "-MAnyEvent", "-MRTSP::Server", "-e", _SERVER.replace("RTP_PORT", str(self.rtp_port)), "--"]
+                + ["-c", str(self.client_port), "-s", str(self.source_port), "-l", "1"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        ]
         _wait_listening(self.client_port, timeout)
         _wait_listening(self.source_port, timeout)
-        publisher = subprocess.Popen(
-            ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={self.fps}"]
-            + ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(self.fps // 2)]
-            + ["-pix_fmt", "yuv420p", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{self.path}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.procs.append(publisher)
-        time.sleep(1.0)  # the publisher announces the stream
-        if publisher.poll() is not None:
-            raise RuntimeError("the ffmpeg RTSP publisher exited at start")
+        for _ in range(tries):
+            publisher = subprocess.Popen(
+                ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={self.fps}"]
+                + ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(self.fps // 2)]
+                + ["-pix_fmt", "yuv420p", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{self.path}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(1.0)  # the publisher announces the stream
+            if publisher.poll() is None:
+                self.procs.append(publisher)
+                return
+            error = publisher.stderr.read().strip()
+        self.kill()
+        raise RuntimeError(f"the ffmpeg RTSP publisher exited at start {tries} times; last: {error or 'no output'}")
 
     def kill(self) -> None:
         for proc in reversed(self.procs):
