@@ -67,6 +67,13 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
             ("e2e_fast", lambda: e2e.main(["--fast", "--cameras", "1,4,16,64", *sweep, *per_core, *o])),
             # The upper end without decode: what the agent itself costs on top of the model.
             ("e2e_synthetic", lambda: e2e.main(["--synthetic", "--cameras", "32,48,64", *sweep, *per_core, *o])),
+            # The demo's network at twice its width (~2.5x the work per clip): how efficiency moves with model cost.
+            (
+                "e2e_wider",
+                lambda: e2e.main(
+                    ["--model", str(_wider_demo()), "--cameras", "8,16,20,24,28,32", *repeat, *sweep, *per_core, *o]
+                ),
+            ),
             ("offline", lambda: offline.main(["--archs", "slowfast_r50_4x16,tsn_r50", "--repeats", "2", *o])),
         ]
     # The GPU run; --smoke runs the very same steps on the CPU with tiny models and short windows.
@@ -144,6 +151,12 @@ def _fp16_model(arch: str, tiny: bool = False) -> Path:
     from bench.model import model_file
 
     return model_file(arch, fp16=True, tiny=tiny, size=64 if tiny else 224)
+
+
+def _wider_demo() -> Path:
+    from bench.model import model_file
+
+    return model_file("slowonly_r50_8x8", size=96, num_classes=9, width=32)
 
 
 def _importable(name: str) -> bool:

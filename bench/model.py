@@ -27,11 +27,16 @@ ARCH_SIZES = {"demo": DEMO_ARCH}
 TINY = {"depth": 18, "width": 8}  # --tiny: smoke runs (CPU), same graph structure, a fraction of the work
 
 
-def model_file(arch: str, *, size: int = 224, fp16: bool = False, num_classes: int = 400, tiny: bool = False) -> Path:
-    """The exported model for ``arch`` (random weights, cached under .cache/bench/models)."""
+def model_file(
+    arch: str, *, size: int = 224, fp16: bool = False, num_classes: int = 400, tiny: bool = False, width: int = 0
+) -> Path:
+    """The exported model for ``arch`` (random weights, cached under .cache/bench/models); ``width``: ResNet-18 of
+    that base width (MMAction2's is 64)."""
     if arch == "demo":
         return DEMO_MODEL
-    out = CACHE / "models" / f"{arch}_{size}{'_fp16' if fp16 else ''}{'_tiny' if tiny else ''}.onnx"
+    shape = TINY if tiny else ({"depth": 18, "width": width} if width else {})
+    tag = "_tiny" if tiny else (f"_r18w{width}" if width else "")
+    out = CACHE / "models" / f"{arch}_{size}{'_fp16' if fp16 else ''}{tag}_{num_classes}.onnx"
     if out.exists():
         return out
     from export import to_onnx
@@ -41,8 +46,8 @@ def model_file(arch: str, *, size: int = 224, fp16: bool = False, num_classes: i
     labels.write_text("".join(f"class{i}\n" for i in range(num_classes)))
     tmp = out.with_suffix(".part.onnx")
     argv = ["--arch", arch, "--labels", str(labels), "--out", str(tmp), "--size", str(size)]
-    if tiny:
-        argv += ["--depth", str(TINY["depth"]), "--width", str(TINY["width"])]
+    if shape:
+        argv += ["--depth", str(shape["depth"]), "--width", str(shape["width"])]
     if to_onnx.main(argv + (["--fp16"] if fp16 else [])) != 0:
         raise RuntimeError(f"export of {arch} failed")
     tmp.rename(out)

@@ -55,8 +55,9 @@ def draw(records: list[dict], outdir: Path, stem: str) -> list[Path]:
 
 
 def series_name(row: dict) -> str:
-    """An end-to-end sweep's name: its mode and, from this version on, its workers per model."""
-    return f"{row['mode']} x{row['workers']}" if "workers" in row else row["mode"]
+    """An end-to-end sweep's name: its mode, its workers per model (since 0.3.0), and its model unless the demo's."""
+    name = f"{row['mode']} x{row['workers']}" if "workers" in row else row["mode"]
+    return name if row.get("model", "motion_demo.onnx") == "motion_demo.onnx" else f"{name} {row['model']}"
 
 
 def _save(fig, path: Path) -> Path:
