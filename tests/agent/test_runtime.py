@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from types import SimpleNamespace
 
@@ -120,10 +121,11 @@ def test_workers_share_a_batch_in_pieces_and_never_wait_for_each_other(tiny_mode
     clips = [_clip(runtime, f"cam{i}", seed=i) for i in range(12)]
     expected = {c.camera: runtime.infer({k: v[None] for k, v in c.inputs.items()})[0] for c in clips}
     session_run, started = runtime.session.run, itertools.count()
+    others_done = threading.Event()  # the first piece is held until the other eleven clips have their scores
 
     def uneven(names, inputs):
         if next(started) == 0:
-            time.sleep(0.3)
+            others_done.wait(timeout=20)  # a batcher that waits for it fails below after these 20 s, not hangs
         return session_run(names, inputs)
 
     runtime.session = SimpleNamespace(run=uneven)
@@ -134,6 +136,8 @@ def test_workers_share_a_batch_in_pieces_and_never_wait_for_each_other(tiny_mode
     async def one(clip):
         scores, _ = await batcher.infer(clip)
         done_at[clip.camera] = time.perf_counter()
+        if len(done_at) == len(clips) - 1:
+            others_done.set()
         return scores
 
     async def scenario():
