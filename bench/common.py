@@ -48,7 +48,8 @@ class Emitter:
 
 
 def device_name() -> str:
-    """The accelerator's name when one is visible (nvidia-smi), else the CPU model and core count."""
+    """The accelerator's name when one is visible (nvidia-smi), else the CPU model, core count and widest vector
+    unit: hosts called "AMD EPYC" alike ran the demo model 3.5x apart, with and without AVX-512."""
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
@@ -57,15 +58,19 @@ def device_name() -> str:
             return out.stdout.strip().splitlines()[0]
     except (OSError, subprocess.TimeoutExpired):
         pass
-    model = platform.processor() or "cpu"
+    model, flags = platform.processor() or "cpu", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
                 break
     except OSError:
         pass
-    return f"{model} x{os.cpu_count()}"
+    vector = next((name for flag, name in (("avx512f", " AVX-512"), ("avx2", " AVX2")) if flag in flags), "")
+    return f"{model} x{os.cpu_count()}{vector}"
 
 
 def slug(name: str) -> str:
