@@ -49,7 +49,8 @@ class Emitter:
 
 def device_name() -> str:
     """The accelerator's name when one is visible (nvidia-smi), else the CPU model, core count and widest vector
-    unit: hosts called "AMD EPYC" alike ran the demo model 3.5x apart, with and without AVX-512."""
+    unit, so results from different CPU generations behind one model name (this project's 2-core hosts all say
+    "AMD EPYC") go to different files."""
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
