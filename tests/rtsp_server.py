@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 
@@ -75,19 +76,20 @@ class RtspServer:
         _wait_listening(self.client_port, timeout)
         _wait_listening(self.source_port, timeout)
         for _ in range(tries):
+            log = tempfile.TemporaryFile()  # a file, not a pipe: a running publisher never blocks on its stderr
             publisher = subprocess.Popen(
                 ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={self.fps}"]
                 + ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(self.fps // 2)]
                 + ["-pix_fmt", "yuv420p", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{self.path}"],
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
+                stderr=log,
             )
             time.sleep(1.0)  # the publisher announces the stream
             if publisher.poll() is None:
                 self.procs.append(publisher)
                 return
-            error = publisher.stderr.read().strip()
+            log.seek(0)
+            error = log.read().decode(errors="replace").strip()
         self.kill()
         raise RuntimeError(f"the ffmpeg RTSP publisher exited at start {tries} times; last: {error or 'no output'}")
 
