@@ -55,8 +55,10 @@ def infer_people(args: argparse.Namespace, session, spec: ModelSpec) -> int:
     t0 = time.perf_counter()
     windows = iter_clips(args.video, spec, [min(k + lead, last) for k in keys], times)  # one decoding pass
     for i in range(0, len(keys), BATCH):
-        chunk = keys[i : i + BATCH]
-        clips = list(itertools.islice(windows, len(chunk)))
+        clips = list(itertools.islice(windows, BATCH))
+        if not clips:  # a damaged file's decodable part ended early (iter_clips said so)
+            break
+        chunk = keys[i : i + len(clips)]
         found = []
         for k, clip in zip(chunk, clips, strict=True):
             frames = clip.inputs[finest.name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,11 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from agent.clips import sample_indices
+from agent.clips import EPS_S, sample_indices
 from agent.frames import best_effort_times, to_model_rgb
 from agent.spec import ModelSpec
+
+log = logging.getLogger("actionstream.video")
 
 
 class VideoError(ValueError):
@@ -25,15 +28,21 @@ class Clip:
     inputs: dict[str, np.ndarray]  # name -> uint8 [T, size, size, 3]
 
 
-def frame_times(path: str | Path) -> np.ndarray:
-    """Best-effort presentation times (s) of every decodable frame, in decoding order."""
+def frame_times(path: str | Path, *, decode: bool = False) -> np.ndarray:
+    """Best-effort presentation times (s) of every decodable frame, in the order the decoder returns them.
+
+    Read from the packets, without decoding, when the container gives each packet its own pts (AVI does not:
+    its pts are guesses in decoding order): a decoder returns those frames in pts order, and :func:`iter_clips`
+    checks every frame it decodes against these times. Otherwise, or with ``decode``, from a decoding pass.
+    """
     path = Path(path)
+    if not decode and (times := _packet_times(path)) is not None:
+        return times
     pts: list[int | None] = []
     dts: list[int | None] = []
     with _open(path) as container:
         stream = container.streams.video[0]
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
-        time_base = float(stream.time_base or 1 / rate)
+        rate, time_base = _rates(stream)
         try:
             for frame in container.decode(stream):
                 pts.append(frame.pts)
@@ -47,9 +56,34 @@ def frame_times(path: str | Path) -> np.ndarray:
     return np.asarray([i / rate if t is None else t * time_base for i, t in enumerate(ticks)], dtype=np.float64)
 
 
+def _packet_times(path: Path) -> np.ndarray | None:
+    """Frame times from the packets' pts in display order, or None when the packets cannot tell them."""
+    with _open(path) as container:
+        if "avi" in container.format.name.split(","):
+            return None
+        stream = container.streams.video[0]
+        _, time_base = _rates(stream)
+        try:
+            pts = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]
+        except av.FFmpegError:
+            return None
+    if not pts or None in pts or len(set(pts)) < len(pts):
+        return None
+    return np.asarray([t * time_base for t in sorted(pts)], dtype=np.float64)
+
+
+def _rates(stream: av.video.stream.VideoStream) -> tuple[float, float]:
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    return rate, float(stream.time_base or 1 / rate)
+
+
 def read_clips(path: str | Path, spec: ModelSpec, ends: list[float] | None = None) -> list[Clip]:
     """Clips ending at ``ends`` (seconds; default: one clip ending at the last frame)."""
     return list(iter_clips(path, spec, ends))
+
+
+class _TimesDiffer(Exception):
+    """A decoded frame's time is not the one the clips were planned with, or decoding ended before a wanted frame."""
 
 
 def iter_clips(
@@ -57,20 +91,60 @@ def iter_clips(
 ) -> Iterator[Clip]:
     """Clips ending at ``ends``, in that order, from one decoding pass (``times``: :func:`frame_times` of the file,
     when the caller has it). A converted frame is kept only until the last clip that uses it has been yielded, so
-    with ascending ``ends`` memory stays at a few clips however long the video."""
+    with ascending ``ends`` memory stays at a few clips however long the video.
+
+    When a decoded frame's time differs from ``times`` (the packets promised other frames), the rest is planned
+    again from a decoding pass; clips already yielded are checked to be the same under it. A file whose decoder
+    stops early (damaged) gives the clips it can: ends past its last decodable frame are skipped, with a warning.
+    """
     path = Path(path)
     times = frame_times(path) if times is None else times
+    ends = [float(times.max())] if ends is None else list(ends)
+    done = 0
+    try:
+        for clip in _planned_clips(path, spec, ends, times):
+            yield clip
+            done += 1
+        return
+    except _TimesDiffer as e:
+        reason = str(e)
+    decoded = frame_times(path, decode=True)
+    if np.array_equal(decoded, times):  # these were the decoder's own times: it really stopped early
+        raise VideoError(f"{path}: {reason}")
+    if _picked_times(spec, times, ends[:done]) != _picked_times(spec, decoded, ends[:done]):
+        raise VideoError(f"{path}: frame times changed while decoding ({reason}); clips already given are wrong")
+    rest = ends[done:]
+    if len(decoded) < len(times):
+        last = float(decoded.max())
+        if skipped := [e for e in rest if e > last + EPS_S]:
+            log.warning("%s: only %d of %d frames decode (%s); %d clip(s) after %.3f s skipped",
+                        path, len(decoded), len(times), reason, len(skipped), last)  # fmt: skip
+            rest = [e for e in rest if e <= last + EPS_S]
+    yield from _planned_clips(path, spec, rest, decoded)
+
+
+def _picks(spec: ModelSpec, times: np.ndarray, ends: list[float]) -> list[dict[str, np.ndarray]]:
+    """Per clip, per input: indices (in decoding order) of the frames it takes."""
     order = np.argsort(times, kind="stable")
     sorted_times = times[order]
-    ends = [float(sorted_times[-1])] if ends is None else ends
-    picks = [{k: order[v] for k, v in sample_indices(spec, sorted_times, end).items()} for end in ends]
+    return [{k: order[v] for k, v in sample_indices(spec, sorted_times, end).items()} for end in ends]
+
+
+def _picked_times(spec: ModelSpec, times: np.ndarray, ends: list[float]) -> list[tuple[float, ...]]:
+    return [tuple(float(t) for v in p.values() for t in times[v]) for p in _picks(spec, times, ends)]
+
+
+def _planned_clips(path: Path, spec: ModelSpec, ends: list[float], times: np.ndarray) -> Iterator[Clip]:
+    picks = _picks(spec, times, ends)
     needs = [{int(i) for v in p.values() for i in v} for p in picks]
     last_use = {i: n for n, wanted in enumerate(needs) for i in wanted}  # the last clip (in order) using frame i
     converted: dict[int, np.ndarray] = {}
     reformatter = VideoReformatter()
     done = 0  # clips yielded
     with _open(path) as container:
-        frames = enumerate(container.decode(container.streams.video[0]))
+        stream = container.streams.video[0]
+        rate, time_base = _rates(stream)
+        frames = enumerate(container.decode(stream))
         while done < len(picks):
             if needs[done] <= converted.keys():
                 yield Clip(
@@ -83,12 +157,19 @@ def iter_clips(
                 continue
             try:
                 index, frame = next(frames)
-            except (StopIteration, av.FFmpegError):  # frame_times stopped at the same frame: not for a wanted one
-                raise VideoError(f"{path}: ended before the frames of the clip ending at {ends[done]:.3f} s") from None
+            except (StopIteration, av.FFmpegError):
+                raise _TimesDiffer(f"ended before the frames of the clip ending at {ends[done]:.3f} s") from None
+            if index >= len(times) or times[index] not in _candidates(frame, index, rate, time_base):
+                raise _TimesDiffer(f"frame {index} is not at {times[min(index, len(times) - 1)]:.6f} s")
             if index in last_use:
                 converted[index] = to_model_rgb(
                     frame, resize_short=spec.resize_short, size=spec.crop_size, reformatter=reformatter
                 )
+
+
+def _candidates(frame: av.VideoFrame, index: int, rate: float, time_base: float) -> tuple[float, ...]:
+    """The times :func:`frame_times` may give this frame: its pts, its dts, or its place at the nominal rate."""
+    return tuple(t * time_base for t in (frame.pts, frame.dts) if t is not None) + (index / rate,)
 
 
 def _open(path: Path) -> av.container.InputContainer:

@@ -35,3 +35,17 @@ def test_infer_scores_every_window_as_the_model_scores_that_clip_alone(video, ti
         label, score = window["top"][0]
         assert label == spec.labels[int(np.argmax(scores))]
         assert score == pytest.approx(float(scores.max()), abs=1e-5)
+
+
+def test_infer_on_a_damaged_file_scores_the_part_that_decodes(shared_data, tiny_model, tmp_path):
+    """corrupted.mp4: 50 packets, 28 decodable frames. The windows planned from the packets that need a frame past
+    the last decodable one are dropped; the others, up to the first frame that does not decode, are all there."""
+    path = shared_data / "decord/tests/test_data/corrupted.mp4"
+    out = tmp_path / "timeline.json"
+    assert main(["infer", str(path), "--model", str(tiny_model), "--every", "0.1", "--json", str(out)]) == 0
+    ends = [w["end"] for w in json.loads(out.read_text())["timeline"]]
+    promised, decoded = frame_times(path), frame_times(path, decode=True)
+    assert len(promised) == 50 and len(decoded) == 28
+    span = read_spec(open_session(tiny_model), str(tiny_model)).span_s
+    expected = np.arange(float(decoded.min()) + span, float(promised[len(decoded)]), 0.1)
+    assert ends == [round(float(e), 3) for e in expected] and ends

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
 
+from agent import video as video_module
 from agent.clips import Clip
 from agent.config import SourceConfig
 from agent.frames import to_model_rgb
@@ -336,6 +337,85 @@ def test_iter_clips_is_one_decoding_pass_with_the_same_clips(h264_file, monkeypa
     for end, clip in zip(ends, clips, strict=True):
         assert clip.end == end
         np.testing.assert_array_equal(clip.inputs["clip"], alone[end].inputs["clip"])
+
+
+class _NoDecode:
+    """A container whose frames must not be decoded (anything else passes through)."""
+
+    def __init__(self, container) -> None:
+        self.container = container
+
+    def decode(self, *a, **kw):
+        raise AssertionError("frame_times decoded the file")
+
+    def __getattr__(self, name):
+        return getattr(self.container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.container.__exit__(*exc)
+
+
+@pytest.mark.parametrize("name", [DEMO, SKELETON, ROTATED.format(90)])
+def test_frame_times_come_from_the_packets_and_equal_a_decoding_pass(shared_data, name, monkeypatch):
+    path = shared_data / name
+    decoded = frame_times(path, decode=True)
+    real_open = video_module._open
+    monkeypatch.setattr(video_module, "_open", lambda p: _NoDecode(real_open(p)))
+    np.testing.assert_array_equal(frame_times(path), decoded)
+
+
+def _clips_equal(a, b) -> None:
+    assert [c.end for c in a] == [c.end for c in b]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.inputs["clip"], y.inputs["clip"])
+
+
+def test_iter_clips_plans_again_when_a_frame_is_not_where_its_packet_said(shared_data):
+    """Frame 200 promised just after frame 199: the clip ending between them waits for it, decoding contradicts the
+    promise, and the rest is planned again from a decoding pass. Every clip is the one the decoder's own times
+    give (that clip takes frame 199), none is repeated or lost."""
+    path = shared_data / DEMO
+    spec = make_spec([{"name": "clip", "frames": 4, "stride_s": 0.2}])
+    decoded = frame_times(path, decode=True)
+    promised = decoded.copy()
+    promised[200] = decoded[199] + 0.001  # still in order, so only decoding can tell
+    ends = sorted([float(e) for e in np.arange(decoded[0] + 0.7, decoded[-1], 0.25)] + [float(decoded[199] + 0.002)])
+    _clips_equal(list(iter_clips(path, spec, ends, promised)), list(iter_clips(path, spec, ends, decoded)))
+
+
+def test_iter_clips_refuses_to_go_on_when_clips_already_given_were_wrong(shared_data):
+    """Promised times with a 0.5 s hole from frame 100: the clip ending inside it is given from frames before the
+    hole; decoding frame 100 shows that clip should have used it, and the error says so rather than go on."""
+    path = shared_data / DEMO
+    spec = make_spec([{"name": "clip", "frames": 4, "stride_s": 0.2}])
+    decoded = frame_times(path, decode=True)
+    promised = decoded.copy()
+    promised[100:] += 0.5
+    ends = [float(decoded[100] + 0.3), float(decoded[200])]
+    clips = iter_clips(path, spec, ends, promised)
+    assert next(clips).end == ends[0]
+    with pytest.raises(VideoError) as err:
+        next(clips)
+    assert str(path) in str(err.value) and "already" in str(err.value)
+
+
+def test_iter_clips_on_a_damaged_file_gives_its_decodable_part(shared_data, caplog):
+    """corrupted.mp4 has 50 packets but only its first 28 frames decode: windows planned over the packets end at
+    the last decodable frame, with a warning naming the file, and match the decoder's own plan."""
+    path = shared_data / CORRUPTED
+    spec = make_spec([{"name": "clip", "frames": 4, "stride_s": 0.2}])
+    promised, decoded = frame_times(path), frame_times(path, decode=True)
+    assert len(promised) == 50 and len(decoded) == 28
+    ends = [float(e) for e in np.arange(0.6, promised.max() + 1e-6, 0.1)]
+    caplog.set_level(logging.WARNING, logger="actionstream.video")
+    clips = list(iter_clips(path, spec, ends, promised))
+    decodable = [e for e in ends if e <= decoded.max() + 1e-6]
+    assert len(decodable) < len(ends)
+    _clips_equal(clips, list(iter_clips(path, spec, decodable, decoded)))
+    assert any(str(path) in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
 
 
 def test_read_clips_random_bytes_names_the_file(random_file):
