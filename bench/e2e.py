@@ -1,6 +1,6 @@
 """End-to-end agent throughput and latency with K simulated cameras, K swept until saturation.
 
-    python -m bench.e2e [--model M] [--video V | --synthetic] [--cameras 1,2,4,...] [--fast] [--seconds 10]
+    python -m bench.e2e [--model M] [--video V | --synthetic] [--cameras auto | 1,2,4,...] [--fast] [--seconds 10]
 
 Each K runs the real :class:`agent.app.Agent` (sources → clip buffers → batcher → ONNX Runtime → event trackers →
 a sink that discards) for ``--warmup`` + ``--seconds`` and reports, over the measured window: clips/s, mean batch
@@ -17,6 +17,12 @@ mean, so each line also carries ``efficiency`` = clips/s ÷ model-only clips/s a
 ``p99_over_model_only_batch``. The summary names the largest K whose p99 stays below 2× the batch inference time
 and the efficiency there; with ``--repeats N`` that K runs N - 1 more times (lines ``e2e_repeat``) and the
 summary's efficiency is the median of the N.
+
+``--cameras auto`` (the default) sweeps K until saturation, wherever this machine's saturation is: it starts at
+about half the cameras the model-only ceiling can serve (ceiling × ``--every``), grows K by about 15 % a step and
+stops at the first K whose clips/s grew by less than 5 %. A fixed list sweeps those K (and stops early only with
+``--stop-when-saturated``). Past saturation the agent keeps latency bounded by dropping each camera's stale clips,
+so p99 alone never marks the end: a sweep far past it measures the decoding of cameras whose clips are dropped.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import contextlib
 import logging
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -246,12 +252,22 @@ def at_batch(ceiling: dict[int, float], b: float) -> float:
     return float(np.interp(b, sizes, [ceiling[s] for s in sizes]))
 
 
+def auto_ks(ceiling: dict[int, float], every_s: float) -> Iterator[int]:
+    """K from about half the cameras the model-only ceiling (batch size → seconds per batch) can serve, one clip
+    every ``every_s`` each, upward by about 15 % a step (at least one camera), to eight times that."""
+    serves = max(n / s for n, s in ceiling.items()) * every_s
+    k = max(1, int(serves / 2))
+    while k <= max(8, 8 * serves):
+        yield k
+        k = max(k + 1, round(k * 1.15))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=DEMO_MODEL)
     p.add_argument("--video", type=Path, help="default: a generated 160x120 15 fps clip (a camera sub-stream)")
     p.add_argument("--synthetic", action="store_true", help="no decode: cameras emit ready-made clips")
-    p.add_argument("--cameras", default="1,2,4,8,16,32,48", help="K values to sweep")
+    p.add_argument("--cameras", default="auto", help="K values to sweep, or auto: until saturation (see above)")
     p.add_argument("--fast", action="store_true", help="files as fast as they decode (default: real-time pace)")
     p.add_argument("--every", type=float, default=0.25, help="seconds between clips per camera")
     p.add_argument("--max-batch", type=int, default=64)
@@ -273,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     video = None if args.synthetic else (args.video or test_video(30, 160, 120, 15))
-    ks = [int(k) for k in args.cameras.split(",")]
+    auto = args.cameras == "auto"
     emit = Emitter(args.out)
     runtime = runtime_for(args.model, args.device, args.max_batch, args.threads, args.workers)
     w = runtime.workers
@@ -289,12 +305,12 @@ def main(argv: list[str] | None = None) -> dict:
                   "workers": w, "batch_ms_p50": round(1000 * s, 2), "clips_per_s": round(n / s, 2)})  # fmt: skip
         head = {"bench": "e2e", "mode": mode, "decode": decode, "model": args.model.name, "provider": runtime.device}
         head |= {"every_s": args.every, "max_batch": args.max_batch, "workers": w}
-        for k in ks:
+        for k in auto_ks(ceiling, args.every) if auto else (int(k) for k in args.cameras.split(",")):
             row = emit(head | _measure(args, k, video, runtime))
             rows.append(row)
             if row["p99_over_batch"] is not None and row["p99_over_batch"] < 2.0:
                 best = row
-            if args.stop_when_saturated and row["clips_per_s"] < 1.05 * last_rate:
+            if (auto or args.stop_when_saturated) and row["clips_per_s"] < 1.05 * last_rate:
                 break
             last_rate = max(last_rate, row["clips_per_s"])
         met = best is not None

@@ -43,3 +43,28 @@ def test_model_only_runs_its_workers_at_once_as_the_batcher_does(tiny_model):
     assert len(by_thread) == 2
     a, b = by_thread.values()
     assert max(a[0][0], b[0][0]) < min(a[-1][1], b[-1][1]), "the two workers' runs did not overlap"
+
+
+def test_auto_cameras_start_at_half_what_the_ceiling_serves_and_grow_by_about_15_percent():
+    ceiling = {1: 0.1, 4: 0.2}  # 10 and 20 clips/s: the best, 20, serves 20 cameras at one clip a second
+    ks = list(e2e.auto_ks(ceiling, every_s=1.0))
+    assert ks[:6] == [10, 12, 14, 16, 18, 21]
+    assert ks[-1] <= 160 < round(ks[-1] * 1.15)
+    assert list(e2e.auto_ks({1: 1.0}, every_s=1.0))[:3] == [1, 2, 3]  # at least one more camera a step
+
+
+def test_auto_sweep_stops_at_the_first_k_whose_throughput_did_not_grow(tiny_model, tmp_path):
+    out = tmp_path / "e2e.jsonl"
+    argv = ["--model", str(tiny_model), "--synthetic", "--every", "0.02", "--max-batch", "4"]
+    summary = e2e.main([*argv, "--seconds", "1", "--warmup", "0.3", "--out", str(out)])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    best = max(r["clips_per_s"] for r in lines if r["bench"] == "e2e_model_only")
+    sweep = [r for r in lines if r["bench"] == "e2e"]
+    ks = [r["cameras"] for r in sweep]
+    assert abs(ks[0] - best * 0.02 / 2) <= 1  # half the cameras the ceiling serves (its clips/s are rounded)
+    from_first = e2e.auto_ks({1: 1 / (2 * ks[0])}, every_s=1.0)  # a ceiling that serves 2 * ks[0] cameras
+    assert ks == [k for k, _ in zip(from_first, ks, strict=False)]  # then ~15 % a step
+    rates = [r["clips_per_s"] for r in sweep]
+    grew = [rates[i] >= 1.05 * max(rates[:i]) for i in range(1, len(rates))]
+    assert grew == [True] * (len(rates) - 2) + [False], rates
+    assert summary["cameras"] in ks
