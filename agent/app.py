@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -122,6 +123,11 @@ class Agent:
             sink.publish_stats({"time": round(time.time(), 3), "cameras": cameras, "models": models})
 
 
+def _replaced(future: asyncio.Future) -> bool:
+    """Whether a batcher future was resolved by a newer clip taking its place (see :meth:`Batcher.submit`)."""
+    return future.done() and not future.cancelled() and future.exception() is None and future.result() is None
+
+
 class _Pipeline:
     """One camera's path: clips → its model's batcher → its event tracker → the sink; and its status.
 
@@ -155,23 +161,78 @@ class _Pipeline:
         return [self.clips_task, asyncio.create_task(self._status(), name=f"status-{self.name}")]
 
     async def _clips(self) -> None:
-        async for clip in self.camera.clips():
-            times = dict(clip_start=clip.start, clip_end=clip.end, received_at=clip.received_at)
-            try:
-                if self.detector is not None:
-                    people, lost = await self._people(clip)
-                    scores, inference_ms = (
-                        await self.batcher.infer(clip, np.float32([p.box for p in people]))
-                        if people
-                        else (np.zeros((0, len(self.tracker.labels))), 0.0)
-                    )
-                    events = self.tracker.update(people, scores, lost=lost, inference_ms=inference_ms, **times)
+        """Takes the camera's clips and hands them to the batcher; :meth:`_results` applies their scores in order.
+
+        A live camera's clip goes in as soon as it is ready, while the previous one may still be running (a newer
+        clip replaces it in the batcher until a batch takes it), so under load it joins the next batch instead of
+        waiting for its predecessor's result. A consumer-paced file keeps two clips in, none dropped; a person model
+        takes one clip at a time, so the detector runs only on clips that will be scored.
+        """
+        order: deque[tuple[asyncio.Future, dict, tuple | None] | None] = deque()  # what _results has not taken yet
+        added = asyncio.Event()
+        replace = self.detector is None and not self.camera.paced_by_consumer
+        slots = None if replace else asyncio.Semaphore(1 if self.detector is not None else 2)
+        results = asyncio.create_task(self._results(order, added, slots))
+        try:
+            async for clip in self.camera.clips():
+                times = dict(clip_start=clip.start, clip_end=clip.end, received_at=clip.received_at)
+                if slots is not None:
+                    await slots.acquire()
+                if self.detector is None:
+                    future, found = self.batcher.submit(clip, replace=replace), None
+                    if order and order[-1] is not None and _replaced(order[-1][0]):
+                        order.pop()  # the clip this one replaced
                 else:
-                    scores, inference_ms = await self.batcher.infer(clip)
+                    try:
+                        future, found = await self._scored_people(clip)
+                    except Exception:  # logged by _people; this clip is lost, the camera goes on
+                        slots.release()
+                        continue
+                order.append((future, times, found))
+                added.set()
+            order.append(None)  # the camera has ended: apply what is in flight, then stop
+            added.set()
+            await results
+        finally:
+            results.cancel()
+            for item in order:  # stopping: nobody will look at these any more
+                if item is not None:
+                    item[0].cancel()
+
+    async def _results(self, order: deque, added: asyncio.Event, slots: asyncio.Semaphore | None) -> None:
+        while True:
+            while not order:
+                added.clear()
+                await added.wait()
+            item = order.popleft()
+            if item is None:
+                return
+            future, times, found = item
+            try:
+                result = await future
+                if result is None:  # replaced by the camera's newer clip (counted by the batcher)
+                    continue
+                scores, inference_ms = result
+                if found is None:
                     events = self.tracker.update(scores, inference_ms=inference_ms, **times)
-            except Exception:  # logged by the batcher or _people; this clip is lost, the camera goes on
-                continue
-            self._publish(events)
+                else:
+                    people, lost = found
+                    events = self.tracker.update(people, scores, lost=lost, inference_ms=inference_ms, **times)
+                self._publish(events)
+            except Exception:  # logged by the batcher; this clip is lost, the camera goes on
+                pass
+            finally:
+                if slots is not None:
+                    slots.release()
+
+    async def _scored_people(self, clip: Clip) -> tuple[asyncio.Future, tuple]:
+        """Person models: the people on the clip and the future of their scores (resolved at once when none)."""
+        people, lost = await self._people(clip)
+        if people:
+            return self.batcher.submit(clip, np.float32([p.box for p in people])), (people, lost)
+        future = asyncio.get_running_loop().create_future()
+        future.set_result((np.zeros((0, len(self.tracker.labels))), 0.0))
+        return future, (people, lost)
 
     async def _people(self, clip: Clip) -> tuple[list, list[int]]:
         frames = clip.inputs[self.key_input]

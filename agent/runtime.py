@@ -185,9 +185,12 @@ class _Request:
 
 class Batcher:
     """Collects clips for one model from all cameras: a batch forms when a worker has nothing left to run and either
-    ``max_batch`` clips are waiting or the oldest has waited ``max_wait_ms``. Each camera awaits its own result, so
-    at most one clip per camera is queued or running here (its results stay in order); cameras drop stale clips
-    before they reach this queue (see :class:`agent.sources.Camera`).
+    ``max_batch`` clips are waiting or the oldest has waited ``max_wait_ms``.
+
+    A live camera's clip comes here as soon as the camera has it (:meth:`submit` with ``replace``), while its
+    previous clip may still be running; a newer clip from the same camera replaces one that no batch has taken yet,
+    keeping its place in line, and the replaced one is counted as ``frames_dropped_total{reason="stale_clip"}``. So
+    each camera has at most one clip waiting here, always its newest.
     """
 
     def __init__(self, runtime: ModelRuntime, metrics: Metrics) -> None:
@@ -200,14 +203,30 @@ class Batcher:
         self._depth = metrics.queue_depth.labels(stage=f"inference:{runtime.name}")
         self._pieces: deque[tuple[_Batch, list[_Request]]] = deque()
         self._forming = asyncio.Lock()  # one worker collects the next batch; the others wait for its pieces
+        self._waiting: dict[str, _Request] = {}  # camera → its clip no batch has taken yet (replace=True only)
 
     async def infer(self, clip: Clip, boxes: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """Scores for one clip (person models: one row per box) and how long its batch had been running when they
         were ready (ms)."""
+        return await self.submit(clip, boxes)
+
+    def submit(self, clip: Clip, boxes: np.ndarray | None = None, replace: bool = False) -> asyncio.Future:
+        """Queue a clip; the future gives what :meth:`infer` returns. With ``replace``, a clip from the same camera
+        that no batch has taken yet gives way to this one: its future gives ``None``."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Request(clip, future, boxes))
+        waiting = self._waiting.get(clip.camera) if replace else None
+        if waiting is not None:
+            if not waiting.future.done():  # (done: cancelled, its camera is stopping)
+                waiting.future.set_result(None)
+            self.metrics.frames_dropped.labels(camera=clip.camera, reason="stale_clip").inc()
+            waiting.clip, waiting.future, waiting.boxes = clip, future, boxes
+            return future
+        request = _Request(clip, future, boxes)
+        if replace:
+            self._waiting[clip.camera] = request
+        self.queue.put_nowait(request)
         self._depth.set(self.queue.qsize())
-        return await future
+        return future
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -232,7 +251,7 @@ class Batcher:
             await self._run_piece(loop, batch, piece)
 
     async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[_Request]:
-        batch = [await self.queue.get()]
+        batch = [self._taken(await self.queue.get())]
         deadline = loop.time() + self.max_wait
         # Cameras woken by the previous results are runnable now: let them queue their next clips, so a saturated
         # model runs full batches instead of one clip followed by the rest.
@@ -240,7 +259,7 @@ class Batcher:
             await asyncio.sleep(0)
         while len(batch) < self.max_batch:
             try:
-                batch.append(self.queue.get_nowait())
+                batch.append(self._taken(self.queue.get_nowait()))
                 continue
             except asyncio.QueueEmpty:
                 pass
@@ -249,11 +268,16 @@ class Batcher:
                 break
             try:  # not wait_for: see Camera.clips
                 async with asyncio.timeout(remaining):
-                    batch.append(await self.queue.get())
+                    batch.append(self._taken(await self.queue.get()))
             except TimeoutError:
                 break
         self._depth.set(self.queue.qsize())
         return batch
+
+    def _taken(self, request: _Request) -> _Request:
+        if self._waiting.get(request.clip.camera) is request:
+            del self._waiting[request.clip.camera]
+        return request
 
     def _infer(self, piece: list[_Request]) -> np.ndarray:  # worker thread: stacking clips is copying megabytes
         inputs = {n: self.runtime.stack(n, [r.clip.inputs[n] for r in piece]) for n in self.runtime.input_names}

@@ -252,7 +252,7 @@ class Camera:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: asyncio.Queue[Clip] = asyncio.Queue(maxsize=1)
         self._counted = (0, 0)
-        self._paced_by_consumer = self.source.is_file and not config.realtime
+        self.paced_by_consumer = self.source.is_file and not config.realtime
         self._room = threading.Event()  # set while no clip is pending (waited on when paced by the consumer)
         self._room.set()
 
@@ -271,7 +271,7 @@ class Camera:
             self.metrics.frames_dropped.labels(reason="out_of_order", **self._labels).inc(dropped - self._counted[1])
         self._counted = (converted, dropped)
         if clip is not None and self._loop is not None:
-            if self._paced_by_consumer:
+            if self.paced_by_consumer:
                 while not self._room.wait(0.1) and not self.source.stopping:
                     pass
                 self._room.clear()

@@ -194,3 +194,47 @@ def test_a_cancel_arriving_with_a_clip_stops_the_batcher(tiny_model):
         return task in done and task.cancelled()
 
     assert asyncio.run(scenario()), "the batcher ignored the cancel"
+
+
+def test_a_cameras_newer_clip_replaces_its_waiting_one_not_its_running_one(tiny_model):
+    """``submit(replace=True)``: a camera's clip no batch has taken gives way to its newer one (the old future gives
+    None and counts as stale, the newer clip keeps its place in line); one that is running is not touched; other
+    cameras' clips and ``replace=False`` clips are never replaced."""
+    metrics = Metrics()
+    runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=0))
+    entered, release = threading.Event(), threading.Event()
+    infer = runtime.infer
+
+    def gated(inputs):
+        entered.set()
+        release.wait(10)
+        return infer(inputs)
+
+    clips = [_clip(runtime, "cam0", seed) for seed in range(4)]
+    other = _clip(runtime, "cam1", 9)
+
+    async def scenario():
+        runtime.infer = gated
+        old = batcher.submit(clips[0], replace=True)
+        kept = batcher.submit(other, replace=True)
+        new = batcher.submit(clips[1], replace=True)
+        replaced = old.done() and old.result() is None
+        worker = asyncio.create_task(batcher.run())
+        await asyncio.to_thread(entered.wait, 10)  # the batch [clips[1], other] is running
+        third = batcher.submit(clips[2], replace=True)
+        fourth = batcher.submit(clips[3], replace=False)  # the same camera, not replacing: both run
+        running_untouched = not new.done()
+        release.set()
+        results = await asyncio.gather(new, kept, third, fourth)
+        worker.cancel()
+        return replaced, running_untouched, results
+
+    batcher = Batcher(runtime, metrics)
+    replaced, running_untouched, results = asyncio.run(scenario())
+    assert replaced and running_untouched
+    assert metrics.value("actionstream_frames_dropped_total", camera="cam0", reason="stale_clip") == 1
+    runtime.infer = infer
+    for clip, (scores, _) in zip([clips[1], other, clips[2], clips[3]], results, strict=True):
+        alone = runtime.infer({name: frames[None] for name, frames in clip.inputs.items()})[0]
+        np.testing.assert_allclose(scores, alone, atol=1e-5)
+    assert metrics.value("actionstream_batch_size_sum", model="tiny") == 4  # clips[0] never ran
