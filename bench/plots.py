@@ -46,8 +46,8 @@ def draw(records: list[dict], outdir: Path, stem: str) -> list[Path]:
                 ax2.plot(ks, [r[f"latency_ms_{q}"] for r in rows], marker=".", label=f"{mode} {q}")
             ax2.plot(ks, [2 * r["batch_ms_mean"] if r["batch_ms_mean"] else None for r in rows], ls=":",
                      label=f"{mode} 2x batch time")  # fmt: skip
-        ax1.set(xlabel="cameras", ylabel="clips/s", title="throughput")
-        ax2.set(xlabel="cameras", ylabel="ms", title="capture -> publish")
+        ax1.set(xscale="log", xlabel="cameras", ylabel="clips/s", title="throughput")
+        ax2.set(xscale="log", yscale="log", xlabel="cameras", ylabel="ms", title="capture -> publish")
         ax1.legend(fontsize=6)
         ax2.legend(fontsize=6)
         written.append(_save(fig, outdir / f"{stem}-e2e.png"))
