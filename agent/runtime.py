@@ -190,7 +190,8 @@ class Batcher:
     A live camera's clip comes here as soon as the camera has it (:meth:`submit` with ``replace``), while its
     previous clip may still be running; a newer clip from the same camera replaces one that no batch has taken yet,
     keeping its place in line, and the replaced one is counted as ``frames_dropped_total{reason="stale_clip"}``. So
-    each camera has at most one clip waiting here, always its newest.
+    a live camera has at most one clip waiting here, always its newest. Consumer-paced files and person models do
+    not replace: their pipelines bound what they have here themselves (:class:`agent.app._Pipeline`).
     """
 
     def __init__(self, runtime: ModelRuntime, metrics: Metrics) -> None:
