@@ -21,6 +21,7 @@ from agent.config import AgentConfig, CameraConfig
 from agent.events import Event, EventTracker, PersonEvents, tracked_labels, unknown_labels
 from agent.metrics import Metrics
 from agent.people import IouTracker, PersonDetector, open_detector
+from agent.redact import Redactor
 from agent.runtime import Batcher, ModelRuntime, providers_for
 from agent.sinks import MqttSink, Sink, StdoutSink
 from agent.sources import Camera
@@ -139,6 +140,7 @@ class _Pipeline:
         runtime = agent.runtimes[model]
         self.name, self.sink, self.batcher, self.metrics = config.name, sink, batchers[model], agent.metrics
         self.camera = Camera(config, runtime.spec, agent.metrics)
+        self.redact = Redactor(config.url.get_secret_value())
         tracker = dict(
             camera=config.name, model=model, labels=runtime.spec.labels, config=agent.config.events_of(config)
         )
@@ -158,7 +160,14 @@ class _Pipeline:
     def start(self) -> list[asyncio.Task]:
         self.sink.announce(self.name, tracked_labels(self.tracker.config, self.tracker.labels))
         self.clips_task = asyncio.create_task(self._clips(), name=f"camera-{self.name}")
+        self.clips_task.add_done_callback(self._ended)
         return [self.clips_task, asyncio.create_task(self._status(), name=f"status-{self.name}")]
+
+    def _ended(self, task: asyncio.Task) -> None:
+        """A pipeline that fails stops only its camera; it says so (a bug, never bad input: those are handled)."""
+        if not task.cancelled() and task.exception() is not None:
+            e = task.exception()
+            log.error("camera %s: its pipeline stopped: %s", self.name, self.redact(f"{type(e).__name__}: {e}"))
 
     async def _clips(self) -> None:
         """Takes the camera's clips and hands them to the batcher; :meth:`_results` applies their scores in order.
