@@ -189,7 +189,7 @@ class _Pipeline:
                     await slots.acquire()
                 if self.detector is None:
                     future, found = self.batcher.submit(clip, replace=replace), None
-                    if order and order[-1] is not None and _replaced(order[-1][0]):
+                    if order and _replaced(order[-1][0]):  # (the end marker comes after the loop)
                         order.pop()  # the clip this one replaced
                 else:
                     try:
