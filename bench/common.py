@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: cached artifacts, JSON lines, percentiles, process statistics."""
+"""Shared helpers for the benchmarks: cached artifacts, JSON lines, percentiles, process and thread statistics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import os
 import platform
 import resource
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -118,6 +120,37 @@ class ProcessStats:
 def _cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
+
+
+class ThreadCpu:
+    """CPU % of this process's threads over an interval, summed by what they do: ``group`` maps a Python thread's
+    name to its group (threads Python did not start, such as FFmpeg's or ONNX Runtime's pools, are named "")."""
+
+    def __init__(self, group: Callable[[str], str]) -> None:
+        self.group = group
+        self.t0 = time.perf_counter()
+        self.cpu0 = thread_cpu_seconds()
+
+    def percent(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        out: dict[str, float] = {}
+        for tid, seconds in thread_cpu_seconds().items():
+            key = self.group(names.get(tid, ""))
+            out[key] = out.get(key, 0.0) + 100 * (seconds - self.cpu0.get(tid, 0.0)) / wall
+        return out
+
+
+def thread_cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user + system) of each live thread of this process, by native id (Linux /proc; {} elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # the thread may have ended since the listing
+                fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (stat fields 14, 15)
+    return out
 
 
 def test_video(seconds: int, width: int, height: int, fps: int = 25, name: str | None = None) -> Path:

@@ -2,21 +2,26 @@
 
     python -m bench.e2e [--model M] [--video V | --synthetic] [--cameras auto | 1,2,4,...] [--fast] [--seconds 10]
 
-Each K runs the real :class:`agent.app.Agent` (sources → clip buffers → batcher → ONNX Runtime → event trackers →
-a sink that discards) for ``--warmup`` + ``--seconds`` and reports, over the measured window: clips/s, mean batch
+Each K runs the real :class:`agent.app.Agent` (sources → clip buffers → batcher → ONNX Runtime → event trackers → a
+sink that discards) for ``--warmup`` + ``--seconds`` and reports, over the measured window: clips/s, mean batch
 size, capture→publish p50/p95/p99 (newest frame received → the clip's events handed to the sink), stale clips
-dropped, CPU % and RSS (total and per camera). Cameras are one looping file played at real-time pace (default) or as
+dropped, CPU % and RSS (total and per camera), and where the CPU went: ``cpu_percent_cameras`` (the cameras'
+threads: reading, decoding, converting; ``camera_cpu_us_per_frame`` per decoded frame), ``_inference`` (the
+workers), ``_loop`` (the event loop), ``_native`` (threads Python did not start: ONNX Runtime's intra-op pool,
+FFmpeg's decoder threads) and ``_other``. Cameras are one looping file played at real-time pace (default) or as
 fast as it decodes (``--fast``), decoded in software or, with ``--hwaccel``, on NVDEC when it can be had (each line
 says which: ``decode``); with ``--synthetic`` each camera emits ready-made clips every ``--every`` seconds, which
 measures everything after decode.
 
-The model-only ceiling (the same session, bare, its ``workers`` running pieces of each batch as the batcher does;
-a quarter of ``--seconds`` per size) is measured right after each K at the batch sizes around the observed
-mean, so each line also carries ``efficiency`` = clips/s ÷ model-only clips/s at the same (mean) batch size,
+The model-only ceiling (the same session, bare, its ``workers`` running pieces of each batch as the batcher does; a
+quarter of ``--seconds`` per size) is measured right after each K at the batch sizes around the observed mean, so
+each line also carries ``efficiency`` = clips/s ÷ model-only clips/s at the same (mean) batch size,
 ``p99_over_batch`` = p99 ÷ the agent's own mean batch inference time (its ``inference_seconds``) and
-``p99_over_model_only_batch``. The summary names the largest K whose p99 stays below 2× the batch inference time
-and the efficiency there; with ``--repeats N`` that K runs N - 1 more times (lines ``e2e_repeat``) and the
-summary's efficiency is the median of the N.
+``p99_over_model_only_batch``, and ``inference_speed_per_cpu``: clips per CPU second of the agent's inference
+threads ÷ the bare runtime's, so efficiency = (their CPU % ÷ ``model_only_cpu_percent``) × it (ONNX Runtime's pool
+threads count as inference when FFmpeg starts none: ``--decode-threads 1`` or ``--synthetic``). The summary names
+the largest K whose p99 stays below 2× the batch inference time and the efficiency there; with ``--repeats N`` that
+K runs N - 1 more times (lines ``e2e_repeat``) and the summary's efficiency is the median of the N.
 
 ``--cameras auto`` (the default) sweeps K until saturation, wherever this machine's saturation is: it starts at
 about half the cameras the model-only ceiling can serve (ceiling × ``--every``), grows K by about 15 % a step and
@@ -46,7 +51,7 @@ from agent.events import EventTracker
 from agent.metrics import Metrics
 from agent.runtime import piece_rows
 from agent.sources import hw_device
-from bench.common import DEMO_MODEL, Emitter, ProcessStats, percentiles, test_video
+from bench.common import DEMO_MODEL, Emitter, ProcessStats, ThreadCpu, percentiles, test_video
 from bench.model import random_batch, runtime_for, time_runs
 
 
@@ -169,11 +174,12 @@ async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime) 
         task = asyncio.create_task(agent.run(stop))
         await asyncio.sleep(args.warmup)
         rss0 = ProcessStats.rss_mb()
-        start, stats = time.time(), ProcessStats()
+        start, stats, threads = time.time(), ProcessStats(), ThreadCpu(thread_group)
         before = _counters(metrics, config)
         await asyncio.sleep(args.seconds)
         after = _counters(metrics, config)
         end, cpu, rss = time.time(), stats.cpu_percent(), ProcessStats.rss_mb()
+        by_group = threads.percent()
         stop.set()
         try:
             await asyncio.wait_for(task, 60)
@@ -187,6 +193,8 @@ async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime) 
     clips = after["clips"] - before["clips"]
     batches = after["batches"] - before["batches"]
     mean_batch = clips / batches if batches else 0.0
+    frames = after["frames"] - before["frames"]
+    by_group = {g: round(by_group.get(g, 0.0), 1) for g in THREAD_GROUPS}
     return {
         "cameras": k,
         "clips": int(clips),
@@ -195,9 +203,11 @@ async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime) 
         "batch_ms_mean": round(1000 * (after["infer_s"] - before["infer_s"]) / batches, 2) if batches else None,
         **{f"latency_ms_{q}": v for q, v in percentiles([1000 * x for x in window]).items()},
         "stale_clips_dropped": int(after["stale"] - before["stale"]),
-        "frames_decoded_per_s": round((after["frames"] - before["frames"]) / wall, 1),
+        "frames_decoded_per_s": round(frames / wall, 1),
         "cpu_percent": round(cpu, 1),
         "cpu_percent_per_camera": round(cpu / k, 2),
+        **{f"cpu_percent_{g}": v for g, v in by_group.items()},
+        "camera_cpu_us_per_frame": round(1e4 * by_group["cameras"] * wall / frames, 1) if frames else None,
         "rss_mb": round(rss, 1),
         "rss_mb_per_camera": round((max(rss, rss0) - rss_base) / k, 2),
     }
@@ -208,14 +218,39 @@ def _measure(args: argparse.Namespace, k: int, video: Path | None, runtime) -> d
     drifts between runs) for a quarter of the window per size: 2.5 s is ~10 batches of 64 on 2 CPU cores."""
     row = asyncio.run(_run_k(args, k, video, runtime))
     b = max(1.0, row["mean_batch"])
+    stats = ProcessStats()
     batch_s = at_batch(model_only(runtime, sorted({int(np.floor(b)), int(np.ceil(b))}), seconds=args.seconds / 4), b)
+    ceiling_cpu = stats.cpu_percent()
     row["model_only_clips_per_s"] = round(b / batch_s, 2)
     row["model_only_batch_ms"] = round(1000 * batch_s, 2)
+    row["model_only_cpu_percent"] = round(ceiling_cpu, 1)
     row["efficiency"] = round(row["clips_per_s"] / (b / batch_s), 3)
+    # efficiency = (the inference threads' share of the CPU ÷ the bare runtime's) × this ratio: how fast they ran
+    # per CPU second beside the cameras, against bare (caches and cores shared with the decoders cost it). Native
+    # threads are ONNX Runtime's own pool (workers with more than one intra-op thread) when FFmpeg starts none.
+    ort_pool = video is None or args.decode_threads == 1
+    inference = row["cpu_percent_inference"] + (row["cpu_percent_native"] if ort_pool else 0.0)
+    row["inference_speed_per_cpu"] = (
+        round((row["clips_per_s"] / inference) / ((b / batch_s) / ceiling_cpu), 3) if inference else None
+    )
     p99, observed = row["latency_ms_p99"], row["batch_ms_mean"]
     row["p99_over_batch"] = round(p99 / observed, 2) if p99 is not None and observed else None
     row["p99_over_model_only_batch"] = round(p99 / (1000 * batch_s), 2) if p99 is not None else None
     return row
+
+
+THREAD_GROUPS = ("cameras", "inference", "loop", "other", "native")
+
+
+def thread_group(name: str) -> str:
+    """What an agent thread does, by its Python name (see agent.sources and agent.runtime)."""
+    if name.startswith("source-"):
+        return "cameras"  # reading, decoding and converting (with decode_threads 1: FFmpeg starts no thread)
+    if name.startswith("infer-"):
+        return "inference"  # stacking each piece's clips and running the model
+    if name == "MainThread":
+        return "loop"  # the event loop: batching, event trackers, the sink
+    return "native" if not name else "other"  # native: ONNX Runtime's intra-op pool, FFmpeg's decoder threads
 
 
 def _counters(metrics: Metrics, config) -> dict[str, float]:

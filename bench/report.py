@@ -37,6 +37,20 @@ def tables(records: list[dict]) -> str:
             for r in e2e
         ]
         out.append("")
+    split = [r for r in e2e if "cpu_percent_cameras" in r]  # lines from 0.6.1 on
+    if split:
+        out += [
+            "| mode × workers | K | CPU %: cameras / inference / loop / native | camera µs per frame "
+            "| model-only CPU % | inference speed per CPU | efficiency |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {series_name(r)} | {r['cameras']} | {r['cpu_percent_cameras']} / {r['cpu_percent_inference']} "
+            f"/ {r['cpu_percent_loop']} / {r['cpu_percent_native']} | {r['camera_cpu_us_per_frame']} "
+            f"| {r['model_only_cpu_percent']} | {r['inference_speed_per_cpu']} | {r['efficiency']} |"
+            for r in split
+        ]
+        out.append("")
     decode = [r for r in records if r["bench"] == "decode"]
     if decode:
         out += ["| decode variant | fps | ratio |", "|---|---|---|"]

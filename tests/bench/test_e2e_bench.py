@@ -9,6 +9,7 @@ from agent.runtime import piece_rows
 from bench import e2e
 from bench.model import runtime_for
 from tests.onnx_runs import record_runs
+from tests.videos import pattern_video
 
 
 def test_repeats_rerun_the_summary_k_and_report_the_median(tiny_model, tmp_path):
@@ -68,3 +69,30 @@ def test_auto_sweep_stops_at_the_first_k_whose_throughput_did_not_grow(tiny_mode
     grew = [rates[i] >= 1.05 * max(rates[:i]) for i in range(1, len(rates))]
     assert grew == [True] * (len(rates) - 2) + [False], rates
     assert summary["cameras"] in ks
+
+
+def test_each_line_says_where_the_cpu_went(tiny_model, tmp_path):
+    """Cameras' threads (reading, decoding, converting), the inference workers and the event loop: together the
+    whole process; a synthetic run has no camera thread."""
+    video = pattern_video(tmp_path / "cam.mp4", 4, size="160x120", fps=15)
+    argv = ["--model", str(tiny_model), "--cameras", "3", "--every", "0.25", "--max-batch", "4", "--workers", "2"]
+    argv += ["--decode-threads", "1", "--seconds", "2", "--warmup", "0.5"]
+    row = e2e.main([*argv, "--video", str(video), "--out", str(tmp_path / "decode.jsonl")])
+    line = _lines(tmp_path / "decode.jsonl", "e2e")[0]
+    assert row["cameras"] == 3 and line["frames_decoded_per_s"] > 30
+    groups = [line[f"cpu_percent_{g}"] for g in e2e.THREAD_GROUPS]
+    assert line["cpu_percent_cameras"] > 0 and line["cpu_percent_inference"] > 0, line
+    assert abs(sum(groups) - line["cpu_percent"]) <= 0.1 * line["cpu_percent"] + 3, line  # every thread, once
+    per_frame = 1e4 * line["cpu_percent_cameras"] / line["frames_decoded_per_s"]  # µs of camera CPU per frame
+    assert abs(line["camera_cpu_us_per_frame"] - per_frame) <= 0.05 * per_frame, line
+    share = (line["cpu_percent_inference"] + line["cpu_percent_native"]) / line["model_only_cpu_percent"]
+    assert abs(share * line["inference_speed_per_cpu"] - line["efficiency"]) <= 0.05 * line["efficiency"], line
+
+    e2e.main([*argv, "--synthetic", "--out", str(tmp_path / "synthetic.jsonl")])
+    synthetic = _lines(tmp_path / "synthetic.jsonl", "e2e")[0]
+    assert synthetic["cpu_percent_cameras"] == 0 and synthetic["camera_cpu_us_per_frame"] is None, synthetic
+    assert synthetic["cpu_percent_inference"] > 0, synthetic
+
+
+def _lines(path, bench: str) -> list[dict]:
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["bench"] == bench]
