@@ -159,6 +159,38 @@ def test_workers_share_a_batch_in_pieces_and_never_wait_for_each_other(tiny_mode
     assert metrics.value("actionstream_clips_inferred_total", model="tiny") == 12
 
 
+def test_workers_go_from_piece_to_piece_while_the_event_loop_is_busy(tiny_model):
+    """Between two pieces a worker does not wait for the event loop: with the loop held up (say, by the trackers of
+    the clips just scored), both workers go on with the batch's remaining pieces."""
+    config = ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=0, workers=2)
+    runtime = ModelRuntime("tiny", config)
+    session_run = runtime.session.run
+
+    def slow(names, inputs):
+        time.sleep(0.05)
+        return session_run(names, inputs)
+
+    runtime.session = SimpleNamespace(run=slow)
+    runs = record_runs(runtime)
+    batcher = Batcher(runtime, Metrics())
+    blocked: list[float] = []
+
+    async def scenario():
+        worker = asyncio.create_task(batcher.run())
+        futures = [batcher.submit(_clip(runtime, f"cam{i}", seed=i)) for i in range(8)]  # 8 pieces of one clip
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        blocked.append(time.perf_counter())
+        time.sleep(0.4)  # the event loop does nothing else for 0.4 s
+        blocked.append(time.perf_counter())
+        await asyncio.gather(*futures)
+        worker.cancel()
+
+    asyncio.run(scenario())
+    assert sum(rows for _, rows, _, _ in runs) == 8 and len({thread for thread, *_ in runs}) == 2
+    started = [(thread, t0) for thread, _, t0, _ in runs if blocked[0] < t0 < blocked[1]]
+    assert len({thread for thread, _ in started}) == 2 and len(started) >= 4, f"pieces started while blocked: {started}"
+
+
 def test_one_worker_runs_each_batch_whole(tiny_model):
     """The default (and CUDA): one run per batch, so the GPU sees the whole batch."""
     runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=100))
