@@ -111,6 +111,13 @@ class ClipBuffer:
         self.next_emit = 0
         self.pending: _Pending | None = None
 
+    def next_clip_t(self) -> float | None:
+        """Stream time of the instant the next clip ends at (the frame at or after it completes the clip), or None
+        before the first frame."""
+        if self.anchor is None:
+            return None
+        return self.anchor + max(self.next_emit, self.first_slot + self.frames - 1) * self.stride
+
     def push(self, frame: Any, t: float, received_at: float) -> Clip | None:
         """Add a decoded frame with presentation time ``t`` (s); returns a clip when one is due."""
         last = self.pending

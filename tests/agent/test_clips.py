@@ -141,13 +141,17 @@ def expected_live(inputs: list[dict], pts, every_s: float = 1.0):
 
 
 def run_live(inputs: list[dict], pts, every_s: float = 1.0):
-    """Push frames 0..n-1 at ``pts``; returns (buffer, recorder, {push index: clip})."""
+    """Push frames 0..n-1 at ``pts``; returns (buffer, recorder, {push index: clip}). Every push also checks what a
+    camera's thread relies on to read frames in bursts: a frame before ``next_clip_t()`` never completes a clip."""
     rec = Recorder()
     buf = ClipBuffer(make_spec(inputs), rec, camera="cam", every_s=every_s)
     clips = {}
     for k, t in enumerate(pts):
+        due = buf.next_clip_t()
+        assert (due is None) == (k == 0)
         clip = buf.push(k, float(t), 1000.0 + k)
         if clip is not None:
+            assert t >= due - EPS, f"frame {k} (t={t}) completed a clip before the announced {due}"
             clips[k] = clip
     return buf, rec, clips
 

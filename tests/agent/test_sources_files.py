@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import time
 from fractions import Fraction
@@ -20,11 +21,11 @@ import pytest
 from av.video.reformatter import VideoReformatter
 
 from agent import video as video_module
-from agent.clips import Clip
+from agent.clips import Clip, ClipBuffer
 from agent.config import SourceConfig
 from agent.frames import to_model_rgb
 from agent.metrics import Metrics
-from agent.sources import Camera, hw_unavailable
+from agent.sources import Camera, FrameSource, hw_unavailable
 from agent.spec import ModelSpec
 from agent.video import VideoError, frame_times, iter_clips, read_clips
 from tests import specs
@@ -583,3 +584,82 @@ def test_to_model_rgb_is_upright_like_ffmpeg(shared_data, angle, short, size):
     # a square centre crop of a frame turned the wrong way is the right crop turned: compare with those
     assert mad[0] < 4, mad
     assert mad[0] < min(mad[1:]) / 3, mad
+
+
+# -- frames no clip waits for, read in bursts (read_burst_s) -----------------------------------------------------
+
+BURST_SPEC = [{"name": "clip", "frames": 4, "stride_s": 0.2}]  # at 15 fps: a clip every 9 frames with every_s 0.6
+
+
+def hand_ons(cfg: SourceConfig, *, until_s: float = 20.0) -> list[tuple[float, float, float, float, bool]]:
+    """(stream time, monotonic and UNIX time handed on, received at (UNIX), ends a clip) for each frame a
+    FrameSource hands to its clip buffer, until the source ends or ``until_s`` passes."""
+    buffer = ClipBuffer(make_spec(BURST_SPEC), lambda frame: np.zeros((SIZE, SIZE, 3), np.uint8), every_s=cfg.every_s)
+    records = []
+
+    def sink(frame, t, received):
+        records.append((t, time.monotonic(), time.time(), received, buffer.push(frame, t, received) is not None))
+
+    source = FrameSource(cfg, sink, Metrics(), on_reset=buffer.reset, next_clip_t=buffer.next_clip_t)
+    source.start()
+    source.join(until_s)
+    source.stop()
+    source.join(5)
+    return records
+
+
+def wake_ups(records) -> int:
+    """Times the source's thread came to hand frames on: frames handed on within 10 ms of the one before share one."""
+    times = sorted(handed for _, handed, *_ in records)
+    return 1 + sum(b - a > 0.01 for a, b in zip(times, times[1:], strict=False))
+
+
+def test_a_realtime_file_hands_on_frames_no_clip_waits_for_in_bursts_and_no_clip_later(h264_file):
+    """Played as if live, frames that no clip waits for yet are handed on in bursts at most ``read_burst_s`` late;
+    the frame each clip ends on comes when it is due, every frame counts as received when it was due, and the clips
+    are those of reading each frame as it comes."""
+    runs = {}
+    for burst in (0.0, 0.3):
+        records = hand_ons(config(h264_file, realtime=True, every_s=0.6, read_burst_s=burst))
+        t0, handed0, _, received0, _ = records[0]
+        late = [(handed - handed0) - (t - t0) for t, handed, *_ in records]
+        assert min(late) > -0.002, "a frame was handed on before it was due"
+        for t, _, _, received, _ in records:
+            assert abs((received - received0) - (t - t0)) < 0.02, "a frame must count as received when it was due"
+        assert max(lag for (*_, ends), lag in zip(records, late, strict=True) if ends) < 0.05, "a clip came late"
+        assert max(late) < burst + 0.05
+        runs[burst] = records
+    assert len(runs[0.0]) == len(runs[0.3]) == 30
+    assert [t for t, *_, ends in runs[0.0] if ends] == [t for t, *_, ends in runs[0.3] if ends] != []
+    assert wake_ups(runs[0.0]) >= 25 and wake_ups(runs[0.3]) <= 12, (wake_ups(runs[0.0]), wake_ups(runs[0.3]))
+
+
+def test_a_live_stream_is_read_in_bursts_and_each_frame_counts_as_received_when_it_came(h264_file, tmp_path):
+    """A live stream (a pipe fed at its frame rate by ffmpeg): frames no clip waits for stay in the pipe for up to
+    ``read_burst_s`` and are read in one go; such a frame counts as received when it came by the stream's clock,
+    and the frame each clip ends on is read as it comes."""
+    runs = {}
+    for burst in (0.0, 0.3):
+        fifo = tmp_path / f"live-{burst}.ts"
+        os.mkfifo(fifo)
+        feeder = subprocess.Popen(
+            ["ffmpeg", "-v", "error", "-re", "-stream_loop", "4", "-i", str(h264_file), "-c", "copy",
+             "-flush_packets", "1", "-f", "mpegts", "-y", str(fifo)],
+        )  # fmt: skip
+        try:
+            records = hand_ons(config(fifo, every_s=0.6, read_burst_s=burst), until_s=6)  # the feed lasts 10 s
+        finally:
+            feeder.kill()
+            feeder.wait()
+        records = [r for r in records if r[1] - records[0][1] > 1.0]  # past ffmpeg's first burst and the probing
+        assert len(records) > 40
+        runs[burst] = records
+    for burst, records in runs.items():
+        offsets = [received - t for t, _, _, received, _ in records]
+        assert max(offsets) - min(offsets) < 0.06, f"burst {burst}: received does not follow the stream's clock"
+        assert all(received <= handed + 0.002 for _, _, handed, received, _ in records)
+        read_late = sorted(handed - received for _, _, handed, received, ends in records if ends)
+        assert len(read_late) >= 4 and read_late[len(read_late) // 2] < 0.02, f"burst {burst}: clips' frames read late"
+    held = [handed - received for _, _, handed, received, ends in runs[0.3] if not ends]
+    assert max(held) > 0.15, "frames no clip waits for should have stayed in the pipe"
+    assert wake_ups(runs[0.0]) > 0.8 * len(runs[0.0]) and wake_ups(runs[0.3]) < 0.5 * len(runs[0.3])
