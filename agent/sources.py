@@ -198,8 +198,7 @@ class FrameSource:
             pacer = self._pacer(1.0 / float(stream.average_rate or 25))
             clock_origin = time.monotonic()
             last_t = offset
-            self.last_frame_at = opened_at = time.monotonic()
-            read_from = time.monotonic()
+            self.last_frame_at = opened_at = read_from = time.monotonic()
             for packet in container.demux(stream):
                 fresh = time.monotonic() - read_from > pacer.frame_s / 4  # the read waited: the packet came just now
                 if self._stop.is_set():
@@ -210,6 +209,7 @@ class FrameSource:
                     frames = packet.decode()
                 except av.InvalidDataError:
                     self.metrics.frames_dropped.labels(reason="decode_error", **self._labels).inc()
+                    read_from = time.monotonic()
                     continue
                 for frame in frames:
                     self.last_frame_at = now = time.monotonic()
@@ -225,8 +225,7 @@ class FrameSource:
                     if self._pause(pacer.wait_after(t, self.last_frame_at)):
                         return t
                 read_from = time.monotonic()
-            rate = float(stream.average_rate or 25)
-            return last_t + 1.0 / rate
+            return last_t + pacer.frame_s
         finally:
             container.close()
 
