@@ -12,8 +12,8 @@ CPU, ONNX Runtime's worker threads do not spin between runs: the decoder threads
 ``workers`` (CPU): each batch is cut into pieces (about eight per worker) that the workers, threads of their own and
 each single-threaded by default (cores ÷ workers), take in turn without going through the event loop; a piece's
 scores go back to its cameras as soon as it is done, and the event loop forms the next batch, from the clips waiting
-then, as soon as the last piece of this one is taken. One run spread over all cores pays a
-barrier per operator, and whenever a decoder thread preempts one of its threads the others wait at the next one;
+then, as soon as the last piece of this one is taken (one worker: once it is done). One run spread over all cores
+pays a barrier per operator, and whenever a decoder thread preempts one of its threads the others wait at the next one;
 splitting each batch into one row range per worker made every batch wait for its slowest range instead (~19 ms of
 ~330 ms with 64 cameras decoding beside it on 2 cores), and whole batches per worker run each batch on one core
 (K = 48: p50 capture→publish 332 ms, against 136 ms with pieces). ONNX Runtime's per-clip CPU cost is flat from
