@@ -27,15 +27,18 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 
-test: install deps
-	$(VENV)/bin/ruff check agent export train tests bench
+test: install deps lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
 	$(PY) -m agent demo
 
+# Format, lint, types (mypy's settings are in pyproject.toml: agent/ and export/) and the one-way import contracts.
 lint: install
+	$(VENV)/bin/ruff format --check agent export train tests bench
 	$(VENV)/bin/ruff check agent export train tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .cache

@@ -1,28 +1,30 @@
-"""``actionstream`` command line: ``run`` (the agent), ``check`` (a config), ``infer`` (one video offline) and
-``inspect`` (what a model file holds)."""
+"""``actionstream`` command line: ``run`` (the agent), ``check`` (a config), ``infer`` (one video offline),
+``inspect`` (what a model file holds), ``demo`` and ``synth`` (the scripted stream and the synthetic motion set).
+
+More commands come from the ``actionstream.commands`` entry-point group: a callable that takes the command line
+(command name first) and returns the exit status, its docstring's first line as help. The trainer's ``train`` and
+``evaluate`` arrive this way (they need torch: the ``train`` extra).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import json
 import logging
 import signal
 import sys
-import time
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-import numpy as np
+from agent import __version__
+from agent.config import AgentConfig, load_config, parse_config
+from agent.errors import ActionstreamError, ConfigError
+from agent.shard import assignment, resolve_shard, select
+from agent.spec import load_spec
+from agent.urls import redact_url
 
-from agent.config import AgentConfig, ConfigError, load_config, parse_config
-from agent.proposals import ProposalsError
-from agent.redact import redact_url
-from agent.shard import ShardError, assignment, resolve_shard, select
-from agent.spec import SpecError, open_session, read_spec
-from agent.video import VideoError, frame_times, iter_clips
-
-BATCH = 8  # windows per model run in ``infer``
+COMMANDS_GROUP = "actionstream.commands"
 
 
 def _quick_config(args: argparse.Namespace) -> AgentConfig:
@@ -48,10 +50,7 @@ def _quick_config(args: argparse.Namespace) -> AgentConfig:
 def _shard(config: AgentConfig, flag: str | None) -> AgentConfig:
     """Keep this replica's cameras: ``--shard i/N``, else ``ACTIONSTREAM_SHARD`` / ``ACTIONSTREAM_SHARDS`` (+ the
     StatefulSet ordinal); nothing set: all of them. See agent/shard.py."""
-    try:
-        shard = resolve_shard(flag)
-    except ShardError as e:
-        raise ConfigError(str(e)) from None
+    shard = resolve_shard(flag)
     if shard is None:
         return config
     index, count = shard
@@ -65,7 +64,7 @@ def _shard(config: AgentConfig, flag: str | None) -> AgentConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.app import Agent
+    from agent.live.app import Agent  # here: the other commands start faster without the runtime
 
     config = load_config(args.config) if args.config else _quick_config(args)
     logging.basicConfig(
@@ -87,8 +86,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from agent.people import open_detector
-    from agent.runtime import ModelRuntime
+    from agent.live.people import open_detector
+    from agent.live.runtime import ModelRuntime, providers_for
 
     config = load_config(args.config)
     print(f"{args.config}: {len(config.cameras)} camera(s), {len(config.models)} model(s), OK")
@@ -97,11 +96,10 @@ def _check(args: argparse.Namespace) -> int:
         spec = runtime.spec
         inputs = ", ".join(f"{i.name} {i.frames}x{i.stride_s * 1000:.0f}ms" for i in spec.inputs)
         print(f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}")
-        detector = open_detector(name, model, spec)
+        detector = open_detector(name, model, spec, providers_for(model))
         if detector is not None:
-            print(
-                f"    person detector: {model.detector.path} ({detector.layout} outputs, class {detector.person_class})"
-            )
+            path, layout, person = detector.config.path, detector.layout, detector.person_class
+            print(f"    person detector: {path} ({layout} outputs, class {person})")
     for camera in config.cameras:
         url = redact_url(camera.url.get_secret_value())
         print(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
@@ -115,53 +113,50 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    """Windows over the whole video (MMAction2's multi-clip test, by time): a timeline and the averaged top-k."""
-    session = open_session(args.model)
-    spec = read_spec(session, str(args.model))
-    if spec.task == "person":
-        from agent.infer_people import infer_people
+    from agent.offline.infer import infer
 
-        return infer_people(args, session, spec)
-    times = frame_times(args.video)
-    every = args.every or spec.span_s
-    first, last = float(times.min()), float(times.max())
-    ends = [float(e) for e in np.arange(first + spec.span_s, last + 1e-6, every)] or [last]
-    names = [i.name for i in spec.inputs]
-    timeline, all_scores = [], []
-    t0 = time.perf_counter()
-    windows = iter_clips(args.video, spec, ends, times)  # one decoding pass for all windows
-    while clips := list(itertools.islice(windows, BATCH)):
-        batch = {n: np.stack([c.inputs[n] for c in clips]) for n in names}
-        scores = session.run([spec.output.name], batch)[0]
-        for clip, row in zip(clips, scores, strict=True):
-            top = [(spec.labels[k], float(row[k])) for k in np.argsort(-row)[: args.top_k]]
-            timeline.append(
-                {"start": round(max(first, clip.end - spec.span_s), 3), "end": round(clip.end, 3), "top": top}
-            )
-            all_scores.append(row)
-    mean = np.mean(all_scores, axis=0)
-    overall = [(spec.labels[k], float(mean[k])) for k in np.argsort(-mean)[: args.top_k]]
-    seconds = time.perf_counter() - t0
-    for w in timeline:
-        label, score = w["top"][0]
-        print(f"{w['start']:8.2f} - {w['end']:8.2f} s  {label:<30} {score:.3f}")
-    print(f"whole video ({len(timeline)} windows of {spec.span_s:.2f} s, {seconds:.2f} s):")
-    for rank, (label, score) in enumerate(overall, 1):
-        print(f"  {rank}. {label:<30} {score:.4f}")
-    if args.json:
-        report = {"video": str(args.video), "model": str(args.model), "arch": spec.arch, "top": overall}
-        args.json.write_text(json.dumps(report | {"timeline": timeline}, indent=1))
-        print(f"wrote {args.json}")
-    if args.annotate:
-        from agent.annotate import annotate
+    return infer(args)
 
-        frames = annotate(Path(args.video), args.annotate, [(w["end"], w["top"]) for w in timeline])
-        print(f"wrote {args.annotate} ({frames} frames)")
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent.demo.run import run_demo
+
+    run_demo(args.model, args.mqtt)
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from agent.demo.synthetic import write_dataset, write_scripted_stream
+
+    paths = write_dataset(
+        args.out,
+        clips_per_class=args.clips_per_class,
+        val_per_class=args.val_per_class,
+        seconds=args.seconds,
+        fps=args.fps,
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
+        classes=tuple(args.classes) if args.classes else None,
+        jobs=args.jobs,
+    )
+    print(f"wrote {paths.train}, {paths.val}, {paths.labels}")
+    if args.stream_minutes > 0:
+        schedule = write_scripted_stream(
+            args.out / "stream.mp4",
+            args.out / "stream.json",
+            minutes=args.stream_minutes,
+            fps=args.fps,
+            width=args.width,
+            height=args.height,
+            seed=args.seed,
+        )
+        print(f"wrote {args.out / 'stream.mp4'} and stream.json ({len(schedule)} actions)")
     return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    spec = read_spec(open_session(args.model), str(args.model))
+    spec = load_spec(args.model)
     if args.json:
         print(spec.to_json())
         return 0
@@ -177,6 +172,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="actionstream", description="Real-time action recognition for live cameras.")
+    p.add_argument("--version", action="version", version=f"actionstream {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the agent: cameras → models → events on MQTT / stdout")
@@ -214,32 +210,71 @@ def parser() -> argparse.ArgumentParser:
     people.add_argument("--detector", type=Path, help="person detector .onnx, run on each key frame (every S s)")
     infer.set_defaults(func=_infer)
 
-    for name, (_, text) in DELEGATED.items():
-        sub.add_parser(name, help=text, add_help=False)
     inspect = sub.add_parser("inspect", help="show what a model file holds (its actionstream.spec)")
     inspect.add_argument("model")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=_inspect)
+
+    demo = sub.add_parser("demo", help="play the scripted stream through the agent with the bundled model; scorecard")
+    demo.add_argument("--model", type=Path, help="default: the bundled models/motion_demo.onnx")
+    demo.add_argument(
+        "--mqtt", help='broker URL (default: mqtt://127.0.0.1:1883 when reachable, else terminal only; "" = terminal)'
+    )
+    demo.set_defaults(func=_demo)
+
+    synth = sub.add_parser("synth", help="render the synthetic motion dataset (and a scripted stream)")
+    synth.add_argument("out", type=Path, help="output folder")
+    synth.add_argument("--clips-per-class", type=int, default=80, help="training clips per class (default 80)")
+    synth.add_argument("--val-per-class", type=int, default=20, help="validation clips per class (default 20)")
+    synth.add_argument("--seconds", type=float, default=3.0, help="clip length (default 3)")
+    synth.add_argument("--fps", type=int, default=30, help="frame rate (default 30)")
+    synth.add_argument("--width", type=int, default=160, help="default 160")
+    synth.add_argument("--height", type=int, default=120, help="default 120")
+    synth.add_argument("--seed", type=int, default=0, help="default 0")
+    synth.add_argument("--classes", nargs="+", help="subset of the motion classes (default: all)")
+    synth.add_argument("--jobs", type=int, default=1, help="render processes (default 1; same output either way)")
+    synth.add_argument(
+        "--stream-minutes", type=float, default=0.0, help="also write OUT/stream.mp4 + stream.json, this long"
+    )
+    synth.set_defaults(func=_synth)
+
+    for name, entry in _extensions().items():
+        sub.add_parser(name, help=_summary(entry), add_help=False)
     return p
 
 
-DELEGATED = {  # subcommands with their own parsers; train's need the `train` extra (torch)
-    "demo": ("agent.demo", "play the scripted stream through the agent with the bundled model; print a scorecard"),
-    "train": ("train.cli", "train a model from the zoo (needs the `train` extra)"),
-    "evaluate": ("train.cli", "evaluate a checkpoint on a list file (needs the `train` extra)"),
-    "synth": ("train.cli", "write the synthetic motion dataset / scripted stream"),
-}
+def _extensions() -> dict[str, EntryPoint]:
+    """Commands of other installed parts (the ``actionstream.commands`` entry points), by name."""
+    return {entry.name: entry for entry in entry_points(group=COMMANDS_GROUP)}
+
+
+def _load(entry: EntryPoint) -> Callable[[list[str]], int]:
+    try:
+        return entry.load()
+    except ImportError as e:
+        raise ConfigError(
+            f"actionstream {entry.name}: not available in this install ({e}); it needs the `train` extra: "
+            "pip install 'actionstream[train]'"
+        ) from None
+
+
+def _summary(entry: EntryPoint) -> str:
+    try:
+        command = _load(entry)
+    except ConfigError:
+        return "(not available: needs the `train` extra)"
+    return (command.__doc__ or "").strip().splitlines()[0] if command.__doc__ else entry.name
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] and argv[0] in DELEGATED:
-        module = __import__(DELEGATED[argv[0]][0], fromlist=["main"])
-        return module.main(argv[1:] if argv[0] == "demo" else argv)
-    args = parser().parse_args(argv)
     try:
+        extension = _extensions().get(argv[0]) if argv else None
+        if extension is not None:
+            return _load(extension)(argv)
+        args = parser().parse_args(argv)
         return args.func(args)
-    except (ConfigError, SpecError, VideoError, ProposalsError) as e:
+    except ActionstreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. the metrics port is taken, an output file cannot be written

@@ -11,16 +11,16 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from agent.errors import ConfigError
+from agent.urls import Broker, parse_broker, redact_url, without_userinfo
+
 NAME = r"^[A-Za-z0-9_-]{1,64}$"
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "srt", "udp", "tcp", "file")
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the file and the key path."""
 
 
 class Section(BaseModel):
@@ -48,8 +48,7 @@ class SourceConfig(Section):
         ge=0,
         le=2,
         description="frames no clip waits for may wait this long in the stream's buffer and are then read in one go "
-        "(fewer wake-ups: about a third less CPU per sub-stream frame; clips are never later for it); 0: read each "
-        "frame as it comes",
+        "(fewer wake-ups of the camera's thread; clips are never later for it); 0: read each frame as it comes",
     )
     decode_threads: int | None = Field(
         default=None, ge=1, le=64, description="FFmpeg decoder threads (default: FFmpeg's choice)"
@@ -62,15 +61,12 @@ class SourceConfig(Section):
     @field_validator("url")
     @classmethod
     def _url_not_empty(cls, v: SecretStr) -> SecretStr:
-        from urllib.parse import urlsplit
-
-        from agent.redact import redact_url
-
         url = v.get_secret_value()
         if not url.strip():
             raise ValueError("must not be empty")
         if "://" in url:  # a URL (anything else is a file path or a device, which may appear later)
-            parts, shown = urlsplit(url), redact_url(url)
+            shown = redact_url(url)
+            parts = urlsplit(without_userinfo(url))
             if parts.scheme.lower() not in URL_SCHEMES:
                 raise ValueError(f"unsupported scheme {parts.scheme!r} in {shown} (expected {', '.join(URL_SCHEMES)})")
             if parts.scheme.lower() != "file" and not parts.hostname:
@@ -140,7 +136,7 @@ class ModelConfig(Section):
 
 
 class MqttConfig(Section):
-    url: str = Field(default="mqtt://localhost:1883", pattern=r"^mqtts?://", description="mqtt:// or mqtts://")
+    url: str = Field(default="mqtt://localhost:1883", description="mqtt://host[:port] or mqtts://host[:port]")
     prefix: str = Field(default="actionstream", description="topic prefix")
     client_id: str | None = None
     username: str | None = None
@@ -160,17 +156,12 @@ class MqttConfig(Section):
     @field_validator("url")
     @classmethod
     def _url_parts(cls, v: str) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(v)
-        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # never the user info
-        try:
-            _ = parts.port  # urlsplit checks the port when asked
-        except ValueError:
-            raise ValueError(f"invalid port in {shown!r}") from None
-        if not parts.hostname:
-            raise ValueError(f"no host in {shown!r}")
+        parse_broker(v)
         return v
+
+    @property
+    def broker(self) -> Broker:
+        return parse_broker(self.url)
 
     def secret(self) -> str | None:
         if self.password_file is not None:

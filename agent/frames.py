@@ -3,15 +3,15 @@
 swscale does the resize and the colour conversion in one pass straight from the decoder's frame; the crop is
 a numpy view. Sizes are rounded as MMAction2 (mmcv) rounds them, so the same frame gives the same pixels layout.
 Callers that convert many frames pass one :class:`VideoReformatter` per stream: it keeps swscale's context between
-frames (a fresh one per frame costs about twice the conversion itself at sub-stream sizes). swscale splits a frame
+frames (a fresh one per frame costs more than the conversion itself at sub-stream sizes). swscale splits a frame
 across one thread per core unless told otherwise; a camera, already on its own thread, asks for one: handing a
-sub-stream frame to slice threads costs ~35 µs a call, more than converting it.
+sub-stream frame to slice threads costs more than converting it.
 
 Scaled frames come out of swscale as planar RGB (``gbrp``), not packed ``rgb24``: FFmpeg 8 scales to packed RGB on
-a slow path whenever the target width is odd (160x120 → 147x110, or 16:9 at short side 256 → 455 wide: ~2× the
-time, same pixels as planar) and on a fast path that lands farther from a float bilinear resize when it is even
-(1280x720 → 196x110: mean |Δ| 15.4 against planar's 9.1). Planar is the faster of the two at every size measured
-(``python -m bench.interp`` compares both). Unscaled frames stay packed, which is faster there (identical pixels).
+a slow path whenever the target width is odd (160x120 → 147x110, or 16:9 at short side 256 → 455 wide) and on a
+fast path that lands farther from a float bilinear resize when it is even. Planar is the faster and the closer of
+the two (``python -m bench.interp`` compares both). Unscaled frames stay packed, which is faster there (identical
+pixels).
 """
 
 from __future__ import annotations
@@ -20,13 +20,9 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
+from agent.spec import resized_size
+
 DEFAULT_INTERPOLATION = Interpolation.BILINEAR
-
-
-def resized_size(width: int, height: int, resize_short: int) -> tuple[int, int]:
-    """(width, height) after scaling the short side to ``resize_short`` (mmcv rounding: ``int(x + 0.5)``)."""
-    scale = resize_short / min(width, height)
-    return int(width * scale + 0.5), int(height * scale + 0.5)
 
 
 def centre_crop_origin(width: int, height: int, size: int) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Every Prometheus metric of DESIGN.md, defined once; stages increment them where things happen.
+"""Every Prometheus metric of the contract (docs/contracts.md), defined once; stages increment them where things happen.
 
 Each :class:`Metrics` owns its registry, so several agents (or tests) in one process never share counters.
 Label values are configured camera names and model names, never URLs.

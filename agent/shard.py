@@ -26,6 +26,8 @@ import socket
 from collections.abc import Iterable, Mapping
 from typing import Protocol, TypeVar
 
+from agent.errors import ShardError
+
 ENV_SHARD = "ACTIONSTREAM_SHARD"
 ENV_SHARDS = "ACTIONSTREAM_SHARDS"
 ENV_SHARD_INDEX = "ACTIONSTREAM_SHARD_INDEX"
@@ -33,10 +35,6 @@ MAX_SHARDS = 4096
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _ORDINAL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-(\d+)$")
-
-
-class ShardError(ValueError):
-    """A shard setting that cannot be used; the message names where it came from and what was expected."""
 
 
 class _Named(Protocol):

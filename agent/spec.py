@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agent.errors import SpecError
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -20,16 +22,22 @@ SPEC_FORMAT = 1
 # Person models (``task: person``) take these inputs besides their clip(s): ``boxes`` float32 ``[M, 4]`` (x1, y1, x2,
 # y2 normalised to [0, 1] in the model's frame) and ``box_batch`` int64 ``[M]`` (the clip each box belongs to).
 BOX_INPUTS = ("boxes", "box_batch")
+# MMAction2's ImageNet normalisation (RGB), the default of every recognizer config it ships.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
-class SpecError(ValueError):
-    """An ONNX file that does not follow the model contract; the message names the file and the key."""
+def resized_size(width: int, height: int, resize_short: int) -> tuple[int, int]:
+    """(width, height) after scaling the short side to ``resize_short``, rounded as MMAction2 (mmcv) rounds:
+    ``int(x + 0.5)``. Training, export and the agent all resize with this."""
+    scale = resize_short / min(width, height)
+    return int(width * scale + 0.5), int(height * scale + 0.5)
 
 
 class InputSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: Literal["clip", "slow", "fast"] = Field(description="graph input name")
+    name: str = Field(description="graph input name: clip, or slow and fast")
     frames: int = Field(ge=1, description="frames in the clip")
     stride_s: float = Field(gt=0, description="seconds between two sampled frames")
 
@@ -57,7 +65,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")  # later formats may add keys
 
-    format: Literal[1] = SPEC_FORMAT
+    format: Literal[1] = 1
     arch: str
     labels: list[str] = Field(min_length=1)
     inputs: list[InputSpec] = Field(min_length=1, max_length=2)
@@ -161,7 +169,7 @@ def read_spec(session: onnxruntime.InferenceSession, origin: str) -> ModelSpec:
     if METADATA_KEY not in meta:
         raise SpecError(
             f"{origin}: no {METADATA_KEY!r} metadata; export the model with export/to_onnx.py "
-            "(or add the spec JSON described in DESIGN.md)"
+            "(or add the spec JSON described in docs/contracts.md)"
         )
     spec = parse_spec(meta[METADATA_KEY], origin)
     check_session(spec, session, origin)
@@ -194,10 +202,10 @@ def check_session(spec: ModelSpec, session: onnxruntime.InferenceSession, origin
             )
     if spec.task == "person":
         for name, dtype, rank in (("boxes", "tensor(float)", 2), ("box_batch", "tensor(int64)", 1)):
-            node = graph_inputs[name]
-            if node.type != dtype or len(node.shape) != rank or (rank == 2 and node.shape[1] != 4):
-                want = "float [M, 4]" if rank == 2 else "int64 [M]"
-                raise SpecError(f"{origin}: input {name!r} is {node.type} {node.shape}, expected {want}")
+            box = graph_inputs[name]
+            if box.type != dtype or len(box.shape) != rank or (rank == 2 and box.shape[1] != 4):
+                form = "float [M, 4]" if rank == 2 else "int64 [M]"
+                raise SpecError(f"{origin}: input {name!r} is {box.type} {box.shape}, expected {form}")
     outputs = {o.name: o for o in session.get_outputs()}
     if spec.output.name not in outputs:
         raise SpecError(f"{origin}: no output {spec.output.name!r} (graph outputs: {sorted(outputs)})")

@@ -19,8 +19,8 @@ from pathlib import Path
 import av
 from av.video.reformatter import VideoReformatter
 
-from agent.clips import ClipBuffer
 from agent.frames import to_model_rgb
+from agent.live.clips import ClipBuffer
 from agent.spec import ModelSpec
 from bench.common import Emitter
 

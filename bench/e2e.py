@@ -2,7 +2,7 @@
 
     python -m bench.e2e [--model M] [--video V | --synthetic] [--cameras auto | 1,2,4,...] [--fast] [--seconds 10]
 
-Each K runs the real :class:`agent.app.Agent` (sources → clip buffers → batcher → ONNX Runtime → event trackers → a
+Each K runs the real :class:`agent.live.app.Agent` (sources → clip buffers → batcher → ONNX Runtime → event trackers → a
 sink that discards) for ``--warmup`` + ``--seconds`` and reports, over the measured window: clips/s, mean batch
 size, capture→publish p50/p95/p99 (newest frame received → the clip's events handed to the sink), stale clips
 dropped, CPU % and RSS (total and per camera), and where the CPU went: ``cpu_percent_cameras`` (the cameras'
@@ -44,22 +44,27 @@ from pathlib import Path
 
 import numpy as np
 
-from agent import app as agent_app
-from agent.clips import Clip
 from agent.config import parse_config
-from agent.events import EventTracker
+from agent.live.app import Agent
+from agent.live.batcher import piece_rows
+from agent.live.clips import Clip
+from agent.live.sources import Camera, hw_device
 from agent.metrics import Metrics
-from agent.runtime import piece_rows
-from agent.sources import hw_device
 from bench.common import DEMO_MODEL, Emitter, ProcessStats, ThreadCpu, percentiles, test_video
 from bench.model import random_batch, runtime_for, time_runs
 
 
-class NullSink:
-    """Accepts everything, keeps nothing (the MQTT client's cost is not what this measures)."""
+class RecordingSink:
+    """Keeps capture→publish of every scored clip (the events config gives one event per clip) and nothing else:
+    the MQTT client's cost is not what this measures."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (publish time, latency s)
 
     def publish_event(self, event) -> None:
-        pass
+        if event.type != "end":  # (an end at shutdown comes without a clip)
+            now = time.time()
+            self.samples.append((now, now - event.received_at))
 
     def publish_state(self, camera: str, label: str, on: bool) -> None:
         pass
@@ -73,34 +78,15 @@ class NullSink:
     def announce(self, camera, labels) -> None:
         pass
 
-    async def __aenter__(self) -> NullSink:
+    async def __aenter__(self) -> RecordingSink:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         pass
 
 
-class Recorder:
-    """Capture→publish of every clip: the tracker's update runs right before its events go to the sink."""
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, float]] = []  # (publish time, latency s)
-
-    def tracker_class(self) -> type:
-        recorder = self
-
-        class RecordingTracker(EventTracker):
-            def update(self, scores, **kw):
-                events = super().update(scores, **kw)
-                now = time.time()
-                recorder.samples.append((now, now - kw["received_at"]))
-                return events
-
-        return RecordingTracker
-
-
 class SyntheticCamera:
-    """Stands in for :class:`agent.sources.Camera`: a ready-made clip every ``every_s`` (newest only, like a camera)."""
+    """Stands in for :class:`agent.live.sources.Camera`: a ready-made clip every ``every_s`` (newest only, as live)."""
 
     shared: dict[tuple, dict[str, np.ndarray]] = {}
 
@@ -142,7 +128,7 @@ class SyntheticCamera:
             yield await self._pending.get()
 
 
-def agent_config(args: argparse.Namespace, k: int, video: Path | None) -> dict:
+def agent_config(args: argparse.Namespace, k: int, video: Path | None, label: str) -> dict:
     url = str(video) if video else "synthetic"
     cameras = [
         {"name": f"cam{i:03d}", "url": url, "loop": True, "realtime": not args.fast, "every_s": args.every}
@@ -152,42 +138,37 @@ def agent_config(args: argparse.Namespace, k: int, video: Path | None) -> dict:
     ]
     model = {"path": str(args.model), "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}
     model |= {"device": args.device, "workers": args.workers} | ({"threads": args.threads} if args.threads else {})
-    return {"cameras": cameras, "models": {"m": model}, "metrics": {"enabled": False}, "log_level": "WARNING"}
+    # One event per scored clip: the first label is always above the start threshold and never below the end one, and
+    # an update is due at every clip.
+    events = {"threshold": 1e-9, "end_threshold": 0.0, "min_hits": 1, "update_s": 1e-9, "include": [label]}
+    return {"cameras": cameras, "models": {"m": model}, "events": events, "metrics": {"enabled": False},
+            "log_level": "WARNING"}  # fmt: skip
 
 
 async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime) -> dict:
-    config = parse_config(agent_config(args, k, video))
+    config = parse_config(agent_config(args, k, video, runtime.spec.labels[0]))
     metrics = Metrics()
-    recorder = Recorder()
-    agent = agent_app.Agent(config, metrics=metrics, sink=NullSink())
+    recorder = RecordingSink()
     runtime.name = "m"
-    agent.runtimes = {"m": runtime}  # loaded and warmed once for the whole sweep
+    camera = Camera if video is not None else SyntheticCamera
+    # The runtime is loaded and warmed once for the whole sweep.
+    agent = Agent(config, metrics=metrics, sink=recorder, runtimes={"m": runtime}, camera_factory=camera)
     stop = asyncio.Event()
-    patches = [("EventTracker", recorder.tracker_class())]
-    if video is None:
-        patches.append(("Camera", SyntheticCamera))
-    saved = {name: getattr(agent_app, name) for name, _ in patches}
-    for name, value in patches:
-        setattr(agent_app, name, value)
     rss_base = ProcessStats.settled_rss_mb()  # this K's cameras are measured above it
+    task = asyncio.create_task(agent.run(stop))
+    await asyncio.sleep(args.warmup)
+    rss0 = ProcessStats.rss_mb()
+    start, stats, threads = time.time(), ProcessStats(), ThreadCpu(thread_group)
+    before = _counters(metrics, config)
+    await asyncio.sleep(args.seconds)
+    after = _counters(metrics, config)
+    end, cpu, rss = time.time(), stats.cpu_percent(), ProcessStats.rss_mb()
+    by_group = threads.percent()
+    stop.set()
     try:
-        task = asyncio.create_task(agent.run(stop))
-        await asyncio.sleep(args.warmup)
-        rss0 = ProcessStats.rss_mb()
-        start, stats, threads = time.time(), ProcessStats(), ThreadCpu(thread_group)
-        before = _counters(metrics, config)
-        await asyncio.sleep(args.seconds)
-        after = _counters(metrics, config)
-        end, cpu, rss = time.time(), stats.cpu_percent(), ProcessStats.rss_mb()
-        by_group = threads.percent()
-        stop.set()
-        try:
-            await asyncio.wait_for(task, 60)
-        except TimeoutError:
-            logging.warning("K=%d: the agent took over 60 s to stop", k)
-    finally:
-        for name, value in saved.items():
-            setattr(agent_app, name, value)
+        await asyncio.wait_for(task, 60)
+    except TimeoutError:
+        logging.warning("K=%d: the agent took over 60 s to stop", k)
     window = [lat for t, lat in recorder.samples if start <= t < end]
     wall = end - start
     clips = after["clips"] - before["clips"]
@@ -243,7 +224,7 @@ THREAD_GROUPS = ("cameras", "inference", "loop", "other", "native")
 
 
 def thread_group(name: str) -> str:
-    """What an agent thread does, by its Python name (see agent.sources and agent.runtime)."""
+    """What an agent thread does, by its Python name (see agent.live.sources and agent.live.runtime)."""
     if name.startswith("source-"):
         return "cameras"  # reading, decoding and converting (with decode_threads 1: FFmpeg starts no thread)
     if name.startswith("infer-"):

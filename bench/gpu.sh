@@ -7,9 +7,9 @@
 #   bench/gpu.sh            # on the GPU machine
 #   bench/gpu.sh --smoke    # anywhere: the same steps on the CPU with tiny models (about a minute)
 #
-# The GPU image lacks onnxruntime-gpu and av: ../shared/hooks/prepare-gpu-wheels carries them over in parts
-# (.whl/); this script installs a complete /tmp/w/onnxruntime_gpu-*.whl and .whl/small/*.whl into /tmp/site when
-# the CUDA provider is not importable yet. Without av, the end-to-end steps use synthetic cameras (no decode).
+# A machine whose Python lacks onnxruntime-gpu (or av) can be given the wheels beforehand: this script installs an
+# /tmp/w/onnxruntime_gpu-*.whl (or .whl/onnxruntime_gpu-*.whl) and .whl/small/*.whl into /tmp/site when the CUDA
+# provider is not importable yet. Without av, the end-to-end steps use synthetic cameras (no decode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 smoke=()
@@ -24,7 +24,7 @@ if [ ${#smoke[@]} = 0 ] && ! "$py" -c "import torch, onnxruntime as o; assert 'C
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$wheels" \
       $(ls .whl/small/*.whl 2>/dev/null) || echo "warning: wheel install failed; measuring what runs" >&2
   else
-    echo "warning: no CUDA provider and no onnxruntime-gpu wheel (run ../shared/hooks/prepare-gpu-wheels first)" >&2
+    echo "warning: no CUDA provider and no onnxruntime-gpu wheel (put one in /tmp/w or .whl/ first)" >&2
   fi
 fi
 

@@ -21,8 +21,9 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from agent.clips import sample_indices
-from agent.frames import centre_crop_origin, resized_size, to_model_rgb
+from agent.frames import centre_crop_origin, to_model_rgb
+from agent.live.clips import sample_indices
+from agent.spec import resized_size
 from bench.common import DEMO_MODEL, ROOT, Emitter, test_video
 
 MODES = ["POINT", "FAST_BILINEAR", "BILINEAR", "AREA", "BICUBIC"]
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     from agent.config import ModelConfig
-    from agent.runtime import ModelRuntime
+    from agent.live.runtime import ModelRuntime
 
     runtime = ModelRuntime("m", ModelConfig(path=args.model, device="cpu"))
     spec = runtime.spec

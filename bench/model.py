@@ -3,7 +3,7 @@ architecture and batch size, in one run. This is the ceiling the end-to-end agen
 
     python -m bench.model [--archs demo,slowfast_r50_4x16] [--batches 1,8] [--device cpu|cuda] [--fp16]
 
-Runtimes: ``ort`` = :class:`agent.runtime.ModelRuntime` fed uint8 numpy batches (the agent's path: on CUDA, IO
+Runtimes: ``ort`` = :class:`agent.live.runtime.ModelRuntime` fed uint8 numpy batches (the agent's path: on CUDA, IO
 binding with pre-allocated device buffers, so the host→device copy of the uint8 clip is included); ``ort_device``
 (CUDA only) = the same session with inputs already on the GPU (pure model time); ``torch`` = PyTorch eager on
 uint8 tensors already on the device (fp16 weights with ``--fp16``). Random weights; ``demo`` is the bundled
@@ -56,7 +56,7 @@ def model_file(
 
 def runtime_for(path: Path, device: str, max_batch: int, threads: int | None = None, workers: int = 1):
     from agent.config import ModelConfig
-    from agent.runtime import ModelRuntime
+    from agent.live.runtime import ModelRuntime
 
     config = ModelConfig(path=path, device=device, max_batch=max_batch, threads=threads, workers=workers)
     return ModelRuntime(path.stem, config)

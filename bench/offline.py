@@ -19,9 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from agent.spec import IMAGENET_MEAN, IMAGENET_STD
+from bench import mmaction2_venv
 from bench.common import CACHE, ROOT, Emitter, test_video
 
-MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+MEAN, STD = list(IMAGENET_MEAN), list(IMAGENET_STD)
 SLOWFAST_R50_4X16 = {
     "type": "Recognizer3D",
     "backbone": {
@@ -128,8 +130,8 @@ def ours_run(video: Path, model: Path, every: float) -> tuple[float, float, str]
 
 
 def bench_arch(arch: str, args: argparse.Namespace, python: Path, video: Path, emit: Emitter) -> dict:
+    from agent.offline.video import frame_times
     from agent.spec import load_spec
-    from agent.video import frame_times
     from export import to_onnx
 
     work = CACHE / "offline"
@@ -187,9 +189,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parser().parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    from tests.parity import mmaction2_venv
-
     python = mmaction2_venv.python()
     video = args.video or test_video(10, 1280, 720, 30)
     emit = Emitter(args.out)

@@ -1,4 +1,4 @@
-"""Markdown tables from a benchmark's JSON lines (for the README's Performance section).
+"""Markdown tables from a benchmark's JSON lines (for docs/performance.md).
 
 python -m bench.report bench/results/FILE.jsonl
 """

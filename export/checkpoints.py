@@ -17,16 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from agent.errors import CheckpointError
+
 OUR_FORMAT = "actionstream.checkpoint/1"
 # Modules whose pickled objects may appear in a checkpoint's bookkeeping and are replaced by stand-ins.
 BOOKKEEPING_MODULES = ("numpy", "mmengine", "mmcv", "mmaction", "collections", "_codecs", "argparse")
 IGNORED_PREFIXES = ("data_preprocessor.",)
 # The classifier: recognizers' ``cls_head``, AVA detectors' ``roi_head.bbox_head`` (MMAction2 key names).
 HEAD_PREFIXES = ("cls_head.", "roi_head.bbox_head.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded into the requested model; the message names file and keys."""
 
 
 @dataclass

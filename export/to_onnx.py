@@ -1,4 +1,4 @@
-"""Export a model to one self-describing ONNX file (see DESIGN.md, "Model file contract").
+"""Export a model to one self-describing ONNX file (the model file contract of docs/contracts.md).
 
     python export/to_onnx.py --arch slowfast_r50_4x16 --checkpoint ckpt.pth --num-classes 400 \\
         --labels labels.txt --out model.onnx
@@ -19,7 +19,6 @@ import copy
 import sys
 import time
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -29,25 +28,33 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agent.spec import BOX_INPUTS, METADATA_KEY, InputSpec, ModelSpec, OutputSpec, SourceSpec, SpecError, load_spec
-from export.checkpoints import CheckpointError, load_weights, read_checkpoint, sha256_of
+from agent import __version__
+from agent.errors import ActionstreamError, ExportError
+from agent.spec import (
+    BOX_INPUTS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    METADATA_KEY,
+    InputSpec,
+    ModelSpec,
+    OutputSpec,
+    SourceSpec,
+    load_spec,
+)
+from export.checkpoints import load_weights, read_checkpoint, sha256_of
 from export.models import ARCHS, PERSON_ARCHS, build_model
 
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
 TOLERANCE = {False: 1e-4, True: 1e-2}  # max |Δ probability|, fp32 / fp16
 ALL_ARCHS = {**ARCHS, **PERSON_ARCHS}
 AVA_CLASSES = 81  # MMAction2's AVA heads: class 0 is background, 1..80 the AVA action ids
 
 
-class ExportError(RuntimeError):
-    pass
-
-
 class ClipsToScores(nn.Module):
     """uint8 ``[N, T, H, W, 3]`` clip(s) → probabilities ``[N, K]``; the graph the agent runs."""
 
-    def __init__(self, model: nn.Module, kind: str, *, mean=MEAN, std=STD, fp16: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, kind: str, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, fp16: bool = False
+    ) -> None:
         super().__init__()
         self.model, self.kind, self.fp16 = model, kind, fp16
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
@@ -214,11 +221,11 @@ def export(args: argparse.Namespace) -> float:
         inputs=model_inputs(args.arch, segments=args.segments, window_s=args.window_s, fps=args.fps),
         size=args.size,
         resize_short=args.size if person else round(args.size * 256 / 224),
-        mean=MEAN,
-        std=STD,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         output=OutputSpec(activation="sigmoid" if person else "softmax"),
         source=SourceSpec(
-            checkpoint_sha256=sha256_of(ckpt.path) if ckpt else None, exported_by=f"actionstream {_version()}"
+            checkpoint_sha256=sha256_of(ckpt.path) if ckpt else None, exported_by=f"actionstream {__version__}"
         ),
         **(person_fields if person else {}),
     )
@@ -296,13 +303,6 @@ def _write_onnx(graph: nn.Module, spec: ModelSpec, out: Path, opset: int) -> Non
     onnx.save_model(proto, str(out), save_as_external_data=False)
 
 
-def _version() -> str:
-    try:
-        return version("actionstream")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 class _Progress:
     def __init__(self, total: int) -> None:
         self.n, self.total, self.t0 = 0, total, time.monotonic()
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tolerance = TOLERANCE[args.fp16]
     try:
         export(args)
-    except (ExportError, CheckpointError, SpecError, ValueError) as e:
+    except ActionstreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

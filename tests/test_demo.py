@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from agent.demo import DEMO_MODEL, ROOT
+from agent.demo.run import DEMO_MODEL, ROOT
 
 
 def test_demo_prints_a_passing_scorecard():

@@ -1,6 +1,6 @@
-"""``actionstream train | evaluate | synth``: argparse front ends of the trainer, evaluation and synthetic data.
+"""``actionstream train | evaluate``: argparse front ends of the trainer and of evaluation.
 
-    actionstream synth .cache/synth --clips-per-class 40 --val-per-class 10
+    actionstream synth .cache/synth --clips-per-class 40 --val-per-class 10     # the data (torch-free)
     actionstream train --train .cache/synth/train.txt --val .cache/synth/val.txt --labels .cache/synth/labels.txt \\
         --arch slowonly_r50_8x8 --depth 18 --width 8 --size 64 --epochs 10 --lr 0.05 --out-dir .cache/runs/so
     actionstream train --config train.yaml --epochs 30        # flags override the file
@@ -15,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from export.checkpoints import CheckpointError, read_checkpoint
+from agent.errors import ActionstreamError, ConfigError
+from export.checkpoints import read_checkpoint
 from export.models import ARCHS
-from train.config import ConfigError, build_config, load_config, merge
-from train.datasets import DatasetError
+from train.config import build_config, load_config, merge
 
 # flag → dotted config key (flags left out are not set, so the file / checkpoint / default applies)
 TRAIN_FLAGS: dict[str, tuple[str, dict]] = {
@@ -78,7 +78,7 @@ TRAIN_FLAGS: dict[str, tuple[str, dict]] = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="actionstream", description="train, evaluate, make synthetic data")
+    p = argparse.ArgumentParser(prog="actionstream", description="train and evaluate models")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (config file and/or flags)")
@@ -100,23 +100,6 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--confusion", type=Path, help="write a confusion-matrix PNG here")
     e.add_argument("--json", type=Path, help="write the metrics as JSON here")
 
-    s = sub.add_parser("synth", help="render the synthetic motion dataset (and a scripted stream)")
-    s.add_argument("out", type=Path, help="output folder")
-    s.add_argument("--clips-per-class", type=int, default=80, help="training clips per class (default 80)")
-    s.add_argument("--val-per-class", type=int, default=20, help="validation clips per class (default 20)")
-    s.add_argument("--seconds", type=float, default=3.0, help="clip length (default 3)")
-    s.add_argument("--fps", type=int, default=30, help="frame rate (default 30)")
-    s.add_argument("--width", type=int, default=160, help="default 160")
-    s.add_argument("--height", type=int, default=120, help="default 120")
-    s.add_argument("--seed", type=int, default=0, help="default 0")
-    s.add_argument("--classes", nargs="+", help="subset of the motion classes (default: all)")
-    s.add_argument("--jobs", type=int, default=1, help="render processes (default 1; same output either way)")
-    s.add_argument(
-        "--stream-minutes",
-        type=float,
-        default=0.0,
-        help="also write OUT/stream.mp4 + stream.json, a scripted stream this long",
-    )
     return p
 
 
@@ -179,42 +162,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_synth(args: argparse.Namespace) -> int:
-    from train.synthetic import write_dataset, write_scripted_stream
-
-    paths = write_dataset(
-        args.out,
-        clips_per_class=args.clips_per_class,
-        val_per_class=args.val_per_class,
-        seconds=args.seconds,
-        fps=args.fps,
-        width=args.width,
-        height=args.height,
-        seed=args.seed,
-        classes=tuple(args.classes) if args.classes else None,
-        jobs=args.jobs,
-    )
-    print(f"wrote {paths.train}, {paths.val}, {paths.labels}")
-    if args.stream_minutes > 0:
-        schedule = write_scripted_stream(
-            args.out / "stream.mp4",
-            args.out / "stream.json",
-            minutes=args.stream_minutes,
-            fps=args.fps,
-            width=args.width,
-            height=args.height,
-            seed=args.seed,
-        )
-        print(f"wrote {args.out / 'stream.mp4'} and stream.json ({len(schedule)} actions)")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    command = {"train": run_train, "evaluate": run_evaluate, "synth": run_synth}[args.command]
+    command = {"train": run_train, "evaluate": run_evaluate}[args.command]
     try:
         return command(args)
-    except (ConfigError, DatasetError, CheckpointError, ValueError) as e:
+    except ActionstreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -20,11 +20,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.errors import ConfigError
 from export.models import ARCHS
-
-
-class ConfigError(ValueError):
-    """A config file or value that cannot be used; the message names the file and key."""
 
 
 class _Base(BaseModel):

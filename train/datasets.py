@@ -25,16 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from agent.errors import DatasetError
 from agent.frames import resized_rgb
-from train.pipelines import ClipPipeline, resized_size
+from agent.spec import resized_size
+from train.pipelines import ClipPipeline
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 FRAME_TEMPLATE = "img_{:05d}.jpg"
 ListFormat = Literal["video", "rawframes"]
-
-
-class DatasetError(ValueError):
-    """A list file, folder or video that cannot be used; the message names the file (and line)."""
 
 
 @dataclass(frozen=True)

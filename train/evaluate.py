@@ -15,9 +15,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from export.checkpoints import CheckpointError, load_weights, read_checkpoint
+from agent.errors import CheckpointError, ConfigError
+from export.checkpoints import load_weights, read_checkpoint
 from export.models import build_model
-from train.config import ConfigError, TrainConfig, merge
+from train.config import TrainConfig, merge
 from train.datasets import ClipDataset, check_labels, load_samples
 from train.pipelines import pipeline_for
 

@@ -28,18 +28,12 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from agent.errors import ConfigError
+from agent.spec import IMAGENET_MEAN, IMAGENET_STD, resized_size
 from export.models import ARCHS
-from train.config import ConfigError, TrainConfig
+from train.config import TrainConfig
 
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
 Kind = Literal["2d", "3d", "slowfast"]
-
-
-def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) with the short side scaled to ``short_side`` (mmcv rounding ``int(x + 0.5)``)."""
-    scale = short_side / min(width, height)
-    return int(width * scale + 0.5), int(height * scale + 0.5)
 
 
 # --- which frames -----------------------------------------------------------------------------------------------
@@ -161,7 +155,7 @@ def centre_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     return frames[..., top : top + size, left : left + size]
 
 
-def normalize(frames: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+def normalize(frames: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """uint8 ``[..., 3, H, W]`` RGB → float32 ``(x - mean) / std``."""
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)

@@ -35,10 +35,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from export.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from agent.errors import CheckpointError, ConfigError, DatasetError
+from export.checkpoints import load_weights, read_checkpoint, save_checkpoint
 from export.models import ARCHS, build_model
-from train.config import ConfigError, OptimConfig, TrainConfig
-from train.datasets import ClipDataset, DatasetError, Sample, check_labels, load_samples, read_labels
+from train.config import OptimConfig, TrainConfig
+from train.datasets import ClipDataset, Sample, check_labels, load_samples, read_labels
 from train.evaluate import Metrics, compute_metrics, plot_confusion, predict
 from train.pipelines import pipeline_for
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.cli import BATCH, main
+from agent.cli import main
+from agent.offline.infer import BATCH
+from agent.offline.video import frame_times, read_clips
 from agent.spec import open_session, read_spec
-from agent.video import frame_times, read_clips
 from tests.videos import pattern_video
 
 

@@ -1,4 +1,4 @@
-"""``agent.frames``: the sampled-frame conversion against a float bilinear resize (what MMAction2's ``Resize`` does).
+"""``agent.frames``: the sampled-frame conversion against a float bilinear resize (MMAction2's ``Resize``).
 
 The frames are generated here (smooth gradients plus hard-edged blocks in YUV 4:2:0), so the core suite needs no
 shared data; rotation and ffmpeg's own scaler are covered in test_sources_files.py.
@@ -12,7 +12,8 @@ import pytest
 import torch
 from av.video.reformatter import VideoReformatter
 
-from agent.frames import resized_rgb, resized_size
+from agent.frames import resized_rgb
+from agent.spec import resized_size
 
 
 def yuv_frame(width: int, height: int, seed: int = 0) -> av.VideoFrame:

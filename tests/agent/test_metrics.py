@@ -1,4 +1,4 @@
-"""The metrics contract: every DESIGN.md metric, in a form Prometheus' own promtool accepts."""
+"""The metrics contract: every metric of docs/contracts.md, in a form Prometheus' own promtool accepts."""
 
 from __future__ import annotations
 

@@ -22,25 +22,10 @@ from agent.spec import (
     parse_spec,
     read_spec,
 )
+from tests.docs import CONTRACTS, json_block
 
-DESIGN = Path(__file__).resolve().parents[2].parent / "shared" / "DESIGN.md"
-
-# The example of DESIGN.md, "Model file contract".
-EXAMPLE = """{
-  "format": 1,
-  "arch": "slowfast_r50_4x16",
-  "labels": ["abseiling", "air drumming", "..."],
-  "inputs": [
-    {"name": "slow", "frames": 4,  "stride_s": 0.5333},
-    {"name": "fast", "frames": 32, "stride_s": 0.0667}
-  ],
-  "size": 224,
-  "resize_short": 256,
-  "mean": [123.675, 116.28, 103.53],
-  "std": [58.395, 57.12, 57.375],
-  "output": {"name": "scores", "activation": "softmax"},
-  "source": {"checkpoint_sha256": "...", "exported_by": "actionstream x.y.z"}
-}"""
+# The example of docs/contracts.md, "Model file (ONNX)": what users read is what these tests parse.
+EXAMPLE = json_block(CONTRACTS, "Model file (ONNX)")
 
 
 def example() -> dict:
@@ -63,7 +48,7 @@ def clip_spec(labels=("walk", "run", "jump"), frames=4, size=16) -> dict:
 # --- parse_spec ---------------------------------------------------------------------------------------------------
 
 
-def test_design_example_parses():
+def test_documented_example_parses():
     spec = parse_spec(EXAMPLE, "example.onnx")
     assert isinstance(spec, ModelSpec)
     assert spec.format == 1
@@ -77,15 +62,6 @@ def test_design_example_parses():
     assert spec.mean == (123.675, 116.28, 103.53)
     assert spec.output.name == "scores" and spec.output.activation == "softmax"
     assert spec.source.checkpoint_sha256 == "..."
-
-
-def test_design_md_still_holds_the_example():
-    if not DESIGN.is_file():
-        pytest.skip(f"{DESIGN} is absent")
-    block = re.search(r'```json\n(\{\n  "format".*?)```', DESIGN.read_text(), re.S)
-    assert block is not None
-    assert json.loads(block.group(1)) == example()
-    parse_spec(block.group(1), str(DESIGN))
 
 
 def test_defaults_and_round_trip():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 
-from agent.runtime import piece_rows
+from agent.live.batcher import piece_rows
 from bench import e2e
 from bench.model import runtime_for
 from tests.onnx_runs import record_runs

@@ -174,7 +174,7 @@ def _config(tmp_path: Path, names: list[str], model: Path, video: Path | None = 
 
 
 class _FakeAgent:
-    """Stands in for agent.app.Agent: records the config ``run`` hands it."""
+    """Stands in for agent.live.app.Agent: records the config ``run`` hands it."""
 
     seen: list = []
 
@@ -191,10 +191,10 @@ class _FakeAgent:
 
 @pytest.fixture
 def fake_agent(monkeypatch):
-    import agent.app
+    import agent.live.app
 
     _FakeAgent.seen = []
-    monkeypatch.setattr(agent.app, "Agent", _FakeAgent)
+    monkeypatch.setattr(agent.live.app, "Agent", _FakeAgent)
     for key in (ENV_SHARD, ENV_SHARDS, ENV_SHARD_INDEX):
         monkeypatch.delenv(key, raising=False)
     return _FakeAgent.seen
@@ -270,7 +270,7 @@ def _wait_metrics(port: int, proc: subprocess.Popen, log: Path, predicate, timeo
 
 def test_agent_process_runs_only_its_shard(tmp_path, tiny_model):
     """Two real agents: one told `--shard 1/3`, one a StatefulSet pod whose shard has no camera (it idles)."""
-    from train.synthetic import write_scripted_stream
+    from agent.demo.synthetic import write_scripted_stream
 
     video = tmp_path / "stream.mp4"
     write_scripted_stream(video, tmp_path / "stream.json", minutes=0.1, seed=3)

@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 import torch
 
-from agent.spec import BOX_INPUTS, InputSpec, ModelSpec, SourceSpec, load_spec
+from agent.spec import BOX_INPUTS, IMAGENET_MEAN, IMAGENET_STD, InputSpec, ModelSpec, SourceSpec, load_spec
 from export import to_onnx
 from export.checkpoints import load_weights, read_checkpoint, save_checkpoint
 from export.models import PERSON_ARCHS, build_model
@@ -55,8 +55,8 @@ def trained_looking(arch: str, seed: int = 0) -> torch.nn.Module:
             size=SIZE,
             resize_short=SIZE,
             crop="none",
-            mean=to_onnx.MEAN,
-            std=to_onnx.STD,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
             source=SourceSpec(exported_by="test"),
         )
         feeds = [*to_onnx.real_looking_clips(spec, 2, width=SIZE * 3 // 2), *to_onnx.example_boxes(2)]
@@ -115,7 +115,7 @@ def test_spec_fields(exported):
     assert [(i.name, i.frames) for i in spec.inputs] == [(n, f) for n, f, _ in CASES[exported.arch]]
     for inp, (_, _, stride) in zip(spec.inputs, CASES[exported.arch], strict=True):
         assert inp.stride_s == pytest.approx(stride, rel=1e-9)
-    assert spec.mean == pytest.approx(to_onnx.MEAN) and spec.std == pytest.approx(to_onnx.STD)
+    assert spec.mean == pytest.approx(IMAGENET_MEAN) and spec.std == pytest.approx(IMAGENET_STD)
     assert spec.source.checkpoint_sha256 == hashlib.sha256(exported.checkpoint.read_bytes()).hexdigest()
     proto = onnx.load(str(exported.onnx_path))
     onnx.checker.check_model(proto)

@@ -19,10 +19,10 @@ import onnxruntime
 import pytest
 
 from agent.spec import load_spec
+from bench import mmaction2_venv
 from export import to_onnx
 from export.checkpoints import load_weights, read_checkpoint
 from export.models import PERSON_ARCHS, build_model
-from tests.parity import mmaction2_venv
 
 CONFIGS = {  # our arch -> MMAction2 AVA config, relative to mmaction/.mim/configs
     "ava_slowonly_r50_4x16": "detection/slowonly/slowonly_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb.py",

@@ -15,10 +15,10 @@ import numpy as np
 import onnxruntime
 import pytest
 
+from agent.offline.video import read_clips
 from agent.spec import load_spec
-from agent.video import read_clips
+from bench import mmaction2_venv
 from export import to_onnx
-from tests.parity import mmaction2_venv
 
 ARCHS = {  # our arch -> (reference config name, overrides of MMAction2's backbone config)
     "tsn_r50": ("tsn_r50", {}),

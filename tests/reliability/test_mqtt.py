@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent.sinks import INFLIGHT_WINDOW
+from agent.live.sinks import INFLIGHT_WINDOW
 from tests.mosquitto import Message, Mosquitto, Subscriber
 from tests.reliability.agentproc import EVENTS, AgentProcess, file_camera, total
 from tests.rtsp_server import free_port

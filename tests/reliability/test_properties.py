@@ -9,9 +9,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.clips import ClipBuffer
 from agent.config import AgentConfig, ConfigError, EventsConfig, load_config, parse_config
-from agent.events import EventTracker
+from agent.live.clips import ClipBuffer
+from agent.live.events import EventTracker
 from tests.specs import I3D, SLOWFAST, TSN, make_spec
 
 EXAMPLES = 200

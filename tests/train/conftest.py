@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from train.synthetic import write_dataset
+from agent.demo.synthetic import write_dataset
 
 TINY_CLASSES = ("move_right", "grow", "still")
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg
 
+from agent.demo.synthetic import write_motion_clip
 from agent.frames import to_model_rgb
 from train.datasets import (
     ClipDataset,
@@ -25,7 +26,6 @@ from train.datasets import (
     read_video_list,
 )
 from train.pipelines import ClipPipeline
-from train.synthetic import write_motion_clip
 
 
 def test_video_list(tmp_path):

@@ -13,17 +13,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.spec import IMAGENET_MEAN as MEAN
+from agent.spec import IMAGENET_STD as STD
+from agent.spec import resized_size
 from train.config import ConfigError, build_config
 from train.pipelines import (
-    MEAN,
-    STD,
     ClipPipeline,
     centre_crop,
     format_inputs,
     normalize,
     pipeline_for,
     random_crop_box,
-    resized_size,
     sample_frames,
     tsn_segments,
 )

@@ -1,0 +1,256 @@
+"""One camera's path: its clips → its model (through the model's batcher) → its event tracker → the sink.
+
+How a clip is scored is a behaviour, chosen once when the agent wires the camera (:mod:`agent.live.app`):
+
+- :class:`ClipScoring` (clip models): one score row per clip. A live camera's clip goes to the batcher as soon as
+  it is ready, while the previous one may still be running; a newer clip replaces one that no batch has taken yet,
+  so under load it joins the next batch instead of waiting for its predecessor's result. A consumer-paced file
+  keeps two clips in the batcher, none dropped.
+- :class:`PersonScoring` (person models): the detector finds people on the clip's key frame (its centre), the IoU
+  tracker gives them ids, and the model scores each person's box; one clip at a time, so the detector runs only on
+  clips that will be scored.
+
+:class:`CameraPipeline` is the same for both: it applies the scores in the order the clips came, publishes the
+events and the ON/OFF state of each label, and watches the stream's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from agent.errors import InferenceError
+from agent.live.batcher import Batcher, Scored
+from agent.live.clips import Clip
+from agent.live.events import Event, EventTracker, PersonEvents, Tracker, tracked_labels
+from agent.live.people import IouTracker, Person, PersonDetector
+from agent.live.sinks import Sink
+from agent.live.sources import Camera
+from agent.metrics import Metrics
+from agent.urls import Redactor
+
+log = logging.getLogger("actionstream")
+STATUS_POLL_S = 0.25
+
+
+@dataclass
+class Work:
+    """A clip in flight: the future of its scores (``None`` when a newer clip replaced it) and, for person models,
+    who was scored and who was lost."""
+
+    clip: Clip
+    scored: asyncio.Future[Scored | None]
+    people: list[Person] | None = None
+    lost: list[int] | None = None
+
+
+class Scoring(Protocol):
+    """How a camera's clips are scored and the scores turned into events."""
+
+    @property
+    def tracker(self) -> Tracker: ...
+
+    @property
+    def in_flight(self) -> int | None:
+        """Clips in flight at once; None: no bound (a newer clip replaces one that waits)."""
+        ...
+
+    async def submit(self, clip: Clip) -> Work | None:
+        """Send the clip to the model; None when it is lost (the reason is logged)."""
+        ...
+
+    def apply(self, work: Work, scored: Scored) -> list[Event]: ...
+
+    def stream_down(self, now: float) -> list[Event]: ...
+
+    def close(self) -> None: ...
+
+
+class ClipScoring:
+    """Clip models: one score row per clip (see the module docstring)."""
+
+    def __init__(self, batcher: Batcher, tracker: EventTracker, *, live: bool) -> None:
+        self.batcher, self.tracker, self.live = batcher, tracker, live
+        self.in_flight: int | None = None if live else 2
+
+    async def submit(self, clip: Clip) -> Work:
+        return Work(clip, self.batcher.submit(clip, replace=self.live))
+
+    def apply(self, work: Work, scored: Scored) -> list[Event]:
+        clip = work.clip
+        return self.tracker.update(
+            scored.scores,
+            clip_start=clip.start,
+            clip_end=clip.end,
+            received_at=clip.received_at,
+            inference_ms=scored.inference_ms,
+        )
+
+    def stream_down(self, now: float) -> list[Event]:
+        return self.tracker.stream_down(now)
+
+    def close(self) -> None:
+        pass
+
+
+class PersonScoring:
+    """Person models: who is on the key frame, then what each of them does (see the module docstring)."""
+
+    in_flight: int | None = 1
+
+    def __init__(
+        self,
+        batcher: Batcher,
+        tracker: PersonEvents,
+        detector: PersonDetector,
+        people: IouTracker,
+        metrics: Metrics,
+    ) -> None:
+        self.batcher, self.tracker, self.detector, self.people = batcher, tracker, detector, people
+        spec = batcher.runtime.spec
+        self.key_input = min(spec.inputs, key=lambda i: i.stride_s).name
+        self._seconds = metrics.inference_seconds.labels(model=f"{batcher.runtime.name}/detector")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"detect-{tracker.camera}")
+
+    async def submit(self, clip: Clip) -> Work | None:
+        frames = clip.inputs[self.key_input]
+        t0 = time.perf_counter()
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.detector.detect, frames[len(frames) // 2]
+            )
+        except Exception as e:  # a detector error loses this clip; the camera goes on
+            log.error("camera %s: person detector failed: %s", self.tracker.camera, e)
+            return None
+        self._seconds.observe(time.perf_counter() - t0)
+        people, lost = self.people.update(found, clip.received_at)
+        if people:
+            future = self.batcher.submit(clip, np.asarray([p.box for p in people], dtype=np.float32))
+        else:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(Scored(np.zeros((0, len(self.tracker.labels)), np.float32), 0.0))
+        return Work(clip, future, people, lost)
+
+    def apply(self, work: Work, scored: Scored) -> list[Event]:
+        clip = work.clip
+        assert work.people is not None and work.lost is not None
+        return self.tracker.update(
+            work.people,
+            scored.scores,
+            lost=work.lost,
+            clip_start=clip.start,
+            clip_end=clip.end,
+            received_at=clip.received_at,
+            inference_ms=scored.inference_ms,
+        )
+
+    def stream_down(self, now: float) -> list[Event]:
+        self.people.reset()
+        return self.tracker.stream_down(now)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class CameraPipeline:
+    """A camera wired to its scoring and the sink: :meth:`stream` and :meth:`watch` run as tasks until the agent
+    stops (or the camera, a file, ends); :meth:`finish` ends it cleanly."""
+
+    def __init__(self, camera: Camera, scoring: Scoring, sink: Sink) -> None:
+        self.camera, self.scoring, self.sink = camera, scoring, sink
+        self.name = camera.config.name
+        self.redact = Redactor(camera.config.url.get_secret_value())
+        self.states: dict[str, bool] = {}  # last published ON/OFF per label
+
+    @property
+    def tracker(self) -> Tracker:
+        return self.scoring.tracker
+
+    def announce(self) -> None:
+        self.sink.announce(self.name, tracked_labels(self.tracker.config, self.tracker.labels))
+
+    async def stream(self) -> None:
+        """Takes the camera's clips and sends them to be scored; applies the scores in order. A failure stops this
+        camera only and says so (it is a bug: bad input is handled where it comes in)."""
+        try:
+            await self._stream()
+        except Exception as e:
+            log.error("camera %s: its pipeline stopped: %s", self.name, self.redact(f"{type(e).__name__}: {e}"))
+
+    async def _stream(self) -> None:
+        order: deque[Work | None] = deque()  # sent, scores not yet applied; None: the camera has ended
+        added = asyncio.Event()
+        bound = self.scoring.in_flight
+        slots = asyncio.Semaphore(bound) if bound else None
+        results = asyncio.create_task(self._results(order, added, slots))
+        try:
+            async for clip in self.camera.clips():
+                if slots is not None:
+                    await slots.acquire()
+                work = await self.scoring.submit(clip)
+                if work is None:
+                    if slots is not None:
+                        slots.release()
+                    continue
+                order.append(work)
+                added.set()
+            order.append(None)  # apply what is in flight, then stop
+            added.set()
+            await results
+        finally:
+            results.cancel()
+            for work in order:  # stopping: nobody will look at these any more
+                if work is not None:
+                    work.scored.cancel()
+
+    async def _results(self, order: deque[Work | None], added: asyncio.Event, slots: asyncio.Semaphore | None) -> None:
+        while True:
+            while not order:
+                added.clear()
+                await added.wait()
+            work = order.popleft()
+            if work is None:
+                return
+            try:
+                scored = await work.scored
+                if scored is not None:  # None: replaced by the camera's newer clip (counted by the batcher)
+                    self._publish(self.scoring.apply(work, scored))
+            except InferenceError:
+                pass  # logged by the batcher, once per failed run; this clip is lost, the camera goes on
+            except Exception:
+                log.exception("camera %s: the scores of the clip ending at %.3f s were lost", self.name, work.clip.end)
+            finally:
+                if slots is not None:
+                    slots.release()
+
+    async def watch(self) -> None:
+        """Publishes the stream's status when it changes; a stream that goes down ends its actions."""
+        up = None
+        while True:
+            if self.camera.up != up:
+                up = self.camera.up
+                self.sink.publish_status(self.name, up)
+                if not up:
+                    self._publish(self.scoring.stream_down(time.time()))
+            await asyncio.sleep(STATUS_POLL_S)
+
+    def _publish(self, events: list[Event]) -> None:
+        for event in events:
+            self.sink.publish_event(event)
+        for label, on in self.tracker.active().items():  # person models: ON while anyone does it
+            if self.states.get(label, False) != on:
+                self.states[label] = on
+                self.sink.publish_state(self.name, label, on)
+
+    def finish(self, now: float) -> None:
+        """Clean shutdown: end every active action and mark the camera offline."""
+        self._publish(self.tracker.close(now))
+        self.sink.publish_status(self.name, False)
+        self.scoring.close()

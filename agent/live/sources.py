@@ -1,0 +1,406 @@
+"""Camera sources: decode with PyAV in one thread per camera, keep the clip buffer fresh, reconnect forever.
+
+Why a thread per source (not a process, not the event loop): PyAV releases the GIL while demuxing, decoding and
+scaling, so threads decode in parallel; frames then land in the clip buffer without crossing a process boundary
+(no copies), and the event loop never waits on FFmpeg. One bad camera only ever stalls its own thread.
+
+Hardware decoding (``hwaccel``): NVDEC through PyAV's hwaccel, frames copied back to host memory (only the sampled
+ones are then converted). Whether the device works is probed once per process; when it does not, cameras decode
+in software and say so once.
+
+Watchdog: PyAV's read timeout interrupts a blocked read; a stream that keeps sending packets but yields no frame
+for ``stall_s`` is closed too. Either way the source reconnects with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import av
+from av.codec.hwaccel import HWAccel
+from av.video.reformatter import VideoReformatter
+
+from agent.config import SourceConfig
+from agent.frames import BestEffortTimestamp, to_model_rgb
+from agent.live.clips import Clip, ClipBuffer
+from agent.metrics import Metrics
+from agent.spec import ModelSpec
+from agent.urls import Redactor
+
+log = logging.getLogger("actionstream.sources")
+
+# Every camera decodes in the device's primary CUDA context (ONNX Runtime's too), not in a context of its own.
+HW_OPTIONS: dict[str, object] = {"primary_ctx": "1"}
+FrameSink = Callable[[av.VideoFrame, float, float], None]  # frame, stream time (s), received at (UNIX s)
+
+
+class Stalled(Exception):
+    pass
+
+
+@functools.cache
+def hw_unavailable(device: str) -> str | None:
+    """Why ``device`` (e.g. ``cuda``) cannot decode H.264 here, or None when it can (probed once per process)."""
+    try:
+        HWAccel(device, options=HW_OPTIONS).create(av.Codec("h264", "r"))
+    except Exception as e:  # no GPU, no driver, FFmpeg built without it: each raises something else
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def hw_device(choice: str, camera: str) -> str | None:
+    """The device to decode ``camera`` on for a ``hwaccel`` setting, or None for software."""
+    if choice == "off":
+        return None
+    device = "cuda"
+    reason = hw_unavailable(device)
+    if reason is None:
+        log.info("camera %s: decoding on %s", camera, device)
+        return device
+    level = logging.INFO if choice == "auto" else logging.WARNING
+    log.log(level, "camera %s: hwaccel %s: %s decoding unavailable (%s); decoding in software", camera, choice,
+            device, reason)  # fmt: skip
+    return None
+
+
+class _Throttle:
+    """Logs the first few occurrences, then one in ``every`` (each line says which attempt it is)."""
+
+    def __init__(self, first: int = 3, every: int = 10) -> None:
+        self.first, self.every = first, every
+
+    def __call__(self, attempt: int) -> bool:
+        return attempt <= self.first or attempt % self.every == 0
+
+
+class FrameSource:
+    """Decodes one camera in a background thread and hands every frame to ``sink``."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        sink: FrameSink,
+        metrics: Metrics,
+        on_reset: Callable[[], None],
+        next_clip_t: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        self.config, self.sink, self.metrics, self.on_reset = config, sink, metrics, on_reset
+        self.next_clip_t = next_clip_t  # stream time of the frame the next clip waits for (see _Pacer)
+        self._url = config.url.get_secret_value()
+        self.redact = Redactor(self._url)
+        self.is_file = Path(self._url).is_file()
+        self.transport: str | None = None  # RTSP: the transport the stream opened with
+        self.up = False
+        self.finished = False  # a non-looping file reached its end
+        self.last_frame_at = 0.0  # monotonic
+        self._ever_up = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
+        self._throttle = _Throttle()
+        self._labels = {"camera": config.name}
+        self._decoded = metrics.frames_decoded.labels(**self._labels)  # bound once: these count every frame
+        self.hw_device = hw_device(config.hwaccel, config.name)
+
+    def start(self) -> None:
+        self.metrics.stream_up.labels(**self._labels).set(0)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # -- the thread ----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        attempt = 0
+        offset = 0.0  # looping files: stream time continues across restarts
+        while not self._stop.is_set():
+            try:
+                offset = self._stream_once(offset)
+                if self.is_file and not self.config.loop:
+                    self.finished = True
+                    log.info("camera %s: end of file", self.config.name)
+                    break
+                if self.is_file:
+                    attempt = 0
+                    continue  # loop: reopen at once; the stream stays up (not a reconnect), the clip buffer restarts
+                reason = "end of stream"
+            except Stalled as e:
+                reason = str(e)
+            except Exception as e:  # the thread must survive anything the source throws
+                reason = self.redact(f"{type(e).__name__}: {e}")
+            self._set_down()
+            if self._stop.is_set():
+                break
+            attempt = 0 if self.last_frame_at and time.monotonic() - self.last_frame_at < 1.0 else attempt
+            attempt += 1
+            delay = self._backoff(attempt)
+            if self._throttle(attempt):
+                log.warning(
+                    "camera %s (%s): %s; reconnect attempt %d in %.1f s",
+                    self.config.name,
+                    self.redact.safe,
+                    reason,
+                    attempt,
+                    delay,
+                )
+            self._stop.wait(delay)
+        self._set_down()
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (attempt - 1))
+        return base * random.uniform(0.8, 1.2)
+
+    def _open(self) -> av.container.InputContainer:
+        cfg = self.config
+        # A codec the device cannot decode (MJPEG on NVDEC, say) falls back to software inside FFmpeg.
+        hw = HWAccel(self.hw_device, allow_software_fallback=True, options=HW_OPTIONS) if self.hw_device else None
+        timeout = (cfg.open_timeout_s, cfg.read_timeout_s)
+        if self._url.startswith(("rtsp://", "rtsps://")):
+            transports = ["tcp", "udp"] if cfg.transport == "auto" else [cfg.transport]
+            for i, transport in enumerate(transports):
+                try:
+                    container = av.open(self._url, options={"rtsp_transport": transport}, timeout=timeout, hwaccel=hw)
+                    self.transport = transport
+                    return container
+                except av.FFmpegError:
+                    if i == len(transports) - 1:
+                        raise
+            raise AssertionError("unreachable")
+        fmt = "v4l2" if self._url.startswith("/dev/video") else None
+        self.transport = None
+        return av.open(self._url, format=fmt, timeout=timeout, hwaccel=hw)
+
+    def _stream_once(self, offset: float) -> float:
+        """Decode until the stream ends; returns the stream-time offset for the next loop of a file."""
+        container = self._open()
+        try:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            stream = container.streams.video[0]
+            if self.config.decode_threads:
+                stream.thread_count = self.config.decode_threads
+            time_base = float(stream.time_base or 0)
+            best_effort = BestEffortTimestamp()
+            self.on_reset()
+            pacer = self._pacer(1.0 / float(stream.average_rate or 25))
+            clock_origin = time.monotonic()
+            last_t = offset
+            self.last_frame_at = opened_at = read_from = time.monotonic()
+            for packet in container.demux(stream):
+                fresh = time.monotonic() - read_from > pacer.frame_s / 4  # the read waited: the packet came just now
+                if self._stop.is_set():
+                    break
+                if time.monotonic() - max(self.last_frame_at, opened_at) > self.config.stall_s:
+                    raise Stalled(f"no frame for {self.config.stall_s:g} s")
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError:
+                    self.metrics.frames_dropped.labels(reason="decode_error", **self._labels).inc()
+                    read_from = time.monotonic()
+                    continue
+                for frame in frames:
+                    self.last_frame_at = now = time.monotonic()
+                    self._set_up()
+                    self._decoded.inc()
+                    ticks = best_effort(frame.pts, frame.dts)
+                    t = offset + (ticks * time_base if ticks is not None else now - clock_origin)
+                    if self._pause(pacer.wait_before(t, now)):
+                        return t
+                    self.sink(frame, t, pacer.received_at(t, time.monotonic(), fresh))
+                    self.last_frame_at = time.monotonic()  # a sink that waited (see Camera) is not a stall
+                    last_t, fresh = t, False
+                    if self._pause(pacer.wait_after(t, self.last_frame_at)):
+                        return t
+                read_from = time.monotonic()
+            return last_t + pacer.frame_s
+        finally:
+            container.close()
+
+    def _pacer(self, frame_s: float) -> _Pacer:
+        cfg = self.config
+        if self.is_file:
+            mode = "file" if cfg.realtime else "off"
+        else:  # a datagram lost to a full socket buffer is a broken frame: over UDP, every packet is read at once
+            mode = "live" if self.transport != "udp" else "off"
+        return _Pacer(mode, cfg.read_burst_s, self.next_clip_t, frame_s)
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleeps ``seconds`` (if positive); True when the source was stopped meanwhile."""
+        return seconds > 0 and self._stop.wait(seconds)
+
+    def _set_up(self) -> None:
+        if not self.up:
+            self.up = True
+            self.metrics.stream_up.labels(**self._labels).set(1)
+            if self._ever_up:
+                self.metrics.stream_reconnects.labels(**self._labels).inc()
+            self._ever_up = True
+            log.info("camera %s (%s): stream up", self.config.name, self.redact.safe)
+
+    def _set_down(self) -> None:
+        if self.up:
+            self.up = False
+            self.metrics.stream_up.labels(**self._labels).set(0)
+
+
+class _Pacer:
+    """When a source's thread hands each frame on, and when the frame counts as received (capture→publish starts
+    there).
+
+    ``file``: a file played in real time; frame ``t`` is due ``t - t0`` after the first and is not handed on before.
+    ``live``: frames come when the camera sends them. ``off``: each frame as soon as it is read (files paced by their
+    consumer; live streams over UDP).
+
+    Frames that no clip is waiting for yet may stay in the buffer (the file, or the socket) for up to ``burst_s``
+    and are then read in one go. Waking a camera's thread costs more than decoding a sub-stream frame (its caches go
+    cold between wake-ups), so a few frames per wake-up cost clearly less CPU each. No clip waits for it: the thread
+    is awake, and reads the frame at once, for the frame each clip ends on (``next_clip_t``: live, from a frame
+    early). A frame read late counts as received when it was due (files) or when it most likely came (live: by the
+    stream's clock, set by the last frame whose packet the thread had to wait for, which came just then).
+    """
+
+    CREEP = 0.01
+
+    def __init__(self, mode: str, burst_s: float, next_clip_t: Callable[[], float | None], frame_s: float) -> None:
+        self.mode, self.burst_s, self.next_clip_t, self.frame_s = mode, burst_s, next_clip_t, frame_s
+        self.offset: float | None = None  # monotonic clock − stream time at which frames come
+        self.last_fresh: float | None = None  # live: stream time of the last frame whose packet was waited for
+
+    def _hold_until(self, t: float, lead: float) -> float:
+        """Stream time until which frame ``t``, and those after it, may wait."""
+        due = self.next_clip_t()
+        return t if due is None or not self.burst_s else max(t, min(due - lead, t + self.burst_s))
+
+    def wait_before(self, t: float, now: float) -> float:
+        """Seconds to wait before handing frame ``t`` on (files in real time): none once it is due, else until it
+        and the frames after it that no clip waits for are."""
+        if self.mode != "file":
+            return 0.0
+        if self.offset is None:
+            self.offset = now - t
+        if self.offset + t <= now:
+            return 0.0
+        return self.offset + self._hold_until(t, 0.0) - now
+
+    def wait_after(self, t: float, now: float) -> float:
+        """Seconds to leave the next frames in the buffer after handing frame ``t`` on (live): none while the next
+        one should be there already."""
+        if self.mode != "live" or self.offset is None or self.offset + t + self.frame_s <= now:
+            return 0.0
+        return self.offset + self._hold_until(t, self.frame_s) - now
+
+    def received_at(self, t: float, now: float, fresh: bool) -> float:
+        """UNIX time at which frame ``t``, handed on at monotonic ``now``, counts as received; ``fresh``: its packet
+        was waited for (live: it came just now, which sets the stream clock)."""
+        if self.mode == "live" and fresh:
+            lag, last = now - t, self.last_fresh
+            if last is None or self.offset is None or t < last or lag > self.offset + 1.0:
+                self.offset = lag  # the first, or the stream's clock jumped back
+            else:  # the lowest lag (jitter only ever adds some), rising 10 ms a second while none is as low
+                self.offset = min(lag, self.offset + self.CREEP * (t - last))
+            self.last_fresh = t
+        if self.offset is None:
+            return time.time()
+        return time.time() - max(0.0, now - (self.offset + t))
+
+
+class Camera:
+    """One camera as an async context manager: ``async for clip in camera.clips()`` at the camera's cadence.
+
+    The consumer always gets the newest clip: when it is slower than the camera, the older pending clip is
+    dropped and counted (``frames_dropped_total{reason="stale_clip"}``). A file played as fast as it decodes
+    (``realtime: false``) has no live edge to keep up with: its thread waits for the consumer to take the pending
+    clip instead, so no clip is dropped and decoding uses only the CPU that inference leaves.
+    """
+
+    def __init__(self, config: SourceConfig, spec: ModelSpec, metrics: Metrics) -> None:
+        self.config, self.spec, self.metrics = config, spec, metrics
+        self.buffer = ClipBuffer(spec, self._convert, camera=config.name, every_s=config.every_s)
+        self.source = FrameSource(
+            config, self._on_frame, metrics, on_reset=self.buffer.reset, next_clip_t=self.buffer.next_clip_t
+        )
+        self._labels = {"camera": config.name}
+        self._sampled = metrics.frames_sampled.labels(**self._labels)
+        self._reformatter = VideoReformatter()  # used by the source thread only
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: asyncio.Queue[Clip] = asyncio.Queue(maxsize=1)
+        self._counted = (0, 0)
+        self.paced_by_consumer = self.source.is_file and not config.realtime
+        self._room = threading.Event()  # set while no clip is pending (waited on when paced by the consumer)
+        self._room.set()
+
+    def _convert(self, frame: av.VideoFrame):
+        spec = self.spec
+        return to_model_rgb(
+            frame, resize_short=spec.resize_short, size=spec.crop_size, reformatter=self._reformatter, threads=1
+        )
+
+    def _on_frame(self, frame: av.VideoFrame, t: float, received: float) -> None:  # source thread
+        clip = self.buffer.push(frame, t, received)
+        converted, dropped = self.buffer.converted, self.buffer.dropped
+        if converted != self._counted[0]:
+            self._sampled.inc(converted - self._counted[0])
+        if dropped != self._counted[1]:
+            self.metrics.frames_dropped.labels(reason="out_of_order", **self._labels).inc(dropped - self._counted[1])
+        self._counted = (converted, dropped)
+        if clip is not None and self._loop is not None:
+            if self.paced_by_consumer:
+                while not self._room.wait(0.1) and not self.source.stopping:
+                    pass
+                self._room.clear()
+            self._loop.call_soon_threadsafe(self._offer, clip)
+
+    def _offer(self, clip: Clip) -> None:  # event loop
+        if self._pending.full():
+            self._pending.get_nowait()
+            self.metrics.frames_dropped.labels(reason="stale_clip", **self._labels).inc()
+        self._pending.put_nowait(clip)
+
+    @property
+    def up(self) -> bool:
+        return self.source.up
+
+    async def __aenter__(self) -> Camera:
+        self._loop = asyncio.get_running_loop()
+        self.source.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.source.stop()
+        await asyncio.to_thread(self.source.join, self.config.read_timeout_s + 5)
+
+    async def clips(self) -> AsyncIterator[Clip]:
+        """Ready clips (newest only, or every one for a consumer-paced file); ends when a non-looping file has been
+        played and its clips taken."""
+        while True:
+            if self.source.finished and self._pending.empty():
+                await asyncio.sleep(0)  # the last clip's offer was queued on this loop before the end was flagged
+                if self._pending.empty():
+                    return
+            if not self._pending.empty():  # the usual case under load
+                clip = self._pending.get_nowait()
+                self._room.set()
+                yield clip
+                continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the clip and loses a cancel that arrives
+            # as the clip does (CPython gh-86296); the camera's task then never stops and neither does the agent.
+            try:
+                async with asyncio.timeout(0.5):
+                    clip = await self._pending.get()
+            except TimeoutError:
+                continue
+            self._room.set()
+            yield clip

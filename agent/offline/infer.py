@@ -1,0 +1,163 @@
+"""``actionstream infer``: recognise actions in a video file, offline, through the same runtime as the agent.
+
+Clip models: windows over the whole video (one every ``--every`` s, default the model's span; MMAction2's
+multi-clip test, by time), a timeline of each window's top labels and the top-k averaged over the windows.
+
+Person models: at each key time, the people (from a proposals file or a detector) and each one's actions, as
+MMAction2's ``demo_spatiotemporal_det.py`` does. The clip for key time ``k`` is centred on it (its middle frame, the
+key frame, is the one at or before ``k``), as MMAction2's AVA sampling centres clips on the annotated timestamp.
+People get ids from the same IoU tracker the agent uses, so one person keeps an id across key times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.config import DetectorConfig, ModelConfig
+from agent.errors import VideoError
+from agent.live.people import Detection, IouTracker, PersonDetector
+from agent.live.runtime import ModelRuntime, box_inputs, providers_for, rows_per_clip
+from agent.offline.annotate import annotate
+from agent.offline.proposals import Proposals, read_proposals
+from agent.offline.video import frame_times, iter_clips
+from agent.spec import ModelSpec
+
+BATCH = 8  # windows (key times) per model run
+
+
+def infer(args: argparse.Namespace) -> int:
+    """Run ``args.model`` over ``args.video``; print the results, write ``--json`` / ``--annotate`` if asked."""
+    config = ModelConfig(path=args.model, max_batch=BATCH)
+    runtime = ModelRuntime("infer", config)
+    if runtime.spec.task == "person":
+        return _people(args, runtime, providers_for(config))
+    return _clips(args, runtime)
+
+
+def _clips(args: argparse.Namespace, runtime: ModelRuntime) -> int:
+    spec = runtime.spec
+    times = frame_times(args.video)
+    every = args.every or spec.span_s
+    first, last = float(times.min()), float(times.max())
+    ends = [float(e) for e in np.arange(first + spec.span_s, last + 1e-6, every)] or [last]
+    names = [i.name for i in spec.inputs]
+    timeline: list[dict[str, Any]] = []
+    all_scores = []
+    t0 = time.perf_counter()
+    windows = iter_clips(args.video, spec, ends, times)  # one decoding pass for all windows
+    while clips := list(itertools.islice(windows, BATCH)):
+        scores = runtime.infer({n: np.stack([c.inputs[n] for c in clips]) for n in names})
+        for clip, row in zip(clips, scores, strict=True):
+            top = [(spec.labels[k], float(row[k])) for k in np.argsort(-row)[: args.top_k]]
+            timeline.append(
+                {"start": round(max(first, clip.end - spec.span_s), 3), "end": round(clip.end, 3), "top": top}
+            )
+            all_scores.append(row)
+    mean = np.mean(all_scores, axis=0)
+    overall = [(spec.labels[k], float(mean[k])) for k in np.argsort(-mean)[: args.top_k]]
+    seconds = time.perf_counter() - t0
+    for w in timeline:
+        label, score = w["top"][0]
+        print(f"{w['start']:8.2f} - {w['end']:8.2f} s  {label:<30} {score:.3f}")
+    print(f"whole video ({len(timeline)} windows of {spec.span_s:.2f} s, {seconds:.2f} s):")
+    for rank, (label, score) in enumerate(overall, 1):
+        print(f"  {rank}. {label:<30} {score:.4f}")
+    if args.json:
+        report = {"video": str(args.video), "model": str(args.model), "arch": spec.arch, "top": overall}
+        args.json.write_text(json.dumps(report | {"timeline": timeline}, indent=1))
+        print(f"wrote {args.json}")
+    if args.annotate:
+        frames = annotate(Path(args.video), args.annotate, [(w["end"], w["top"]) for w in timeline])
+        print(f"wrote {args.annotate} ({frames} frames)")
+    return 0
+
+
+def key_times(args: argparse.Namespace, first: float, last: float) -> tuple[list[float], Proposals | None]:
+    """Key times inside the video and, from a proposals file, their boxes."""
+    if args.proposals:
+        proposals = read_proposals(args.proposals, args.video_id)
+        shifted = {t - args.time_offset: boxes for t, boxes in proposals.items()}
+        inside = {t: b for t, b in shifted.items() if first - 1e-6 <= t <= last + 1e-6}
+        if not inside:
+            raise VideoError(
+                f"{args.video}: no proposal time falls within the video ({first:.2f} - {last:.2f} s); "
+                f"proposals span {min(shifted):.2f} - {max(shifted):.2f} s (see --time-offset)"
+            )
+        return sorted(inside), inside
+    every = args.every or 1.0
+    return [float(t) for t in np.arange(first, last + 1e-6, every)], None
+
+
+def _people(args: argparse.Namespace, runtime: ModelRuntime, providers: list) -> int:
+    spec = runtime.spec
+    if not args.proposals and not args.detector:
+        raise VideoError(f"{args.model}: a person model needs people: give --proposals FILE or --detector DET.onnx")
+    detector = None
+    if args.detector and not args.proposals:
+        detector = PersonDetector(DetectorConfig(path=args.detector), providers)
+    times = frame_times(args.video)
+    first, last = float(times.min()), float(times.max())
+    keys, proposals = key_times(args, first, last)
+    finest = min(spec.inputs, key=lambda i: i.stride_s)
+    lead = (finest.frames - 1 - finest.frames // 2) * finest.stride_s  # key frame → newest frame of the clip
+    tracker = IouTracker()
+    results: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    windows = iter_clips(args.video, spec, [min(k + lead, last) for k in keys], times)  # one decoding pass
+    for i in range(0, len(keys), BATCH):
+        clips = list(itertools.islice(windows, BATCH))
+        if not clips:  # a damaged file's decodable part ended early (iter_clips said so)
+            break
+        chunk = keys[i : i + len(clips)]
+        found: list[list[Detection]] = []
+        for k, clip in zip(chunk, clips, strict=True):
+            if proposals is not None:
+                found.append(proposals[k])
+            else:
+                assert detector is not None
+                frames = clip.inputs[finest.name]
+                found.append(detector.detect(frames[len(frames) // 2]))
+        people = [tracker.update(f, k)[0] for k, f in zip(chunk, found, strict=True)]
+        scores = _score(runtime, clips, people)
+        for k, persons, rows in zip(chunk, people, scores, strict=True):
+            described = [_person(spec, p, r, args.top_k) for p, r in zip(persons, rows, strict=True)]
+            results.append({"time": round(k, 3), "people": described})
+    seconds = time.perf_counter() - t0
+    for entry in results:
+        for p in entry["people"]:
+            tops = ", ".join(f"{label} {score:.2f}" for label, score in p["top"][:3])
+            print(f"{entry['time']:8.2f} s  person {p['id']:<3} [{', '.join(f'{v:.2f}' for v in p['box'])}]  {tops}")
+    count = sum(len(e["people"]) for e in results)
+    print(f"{len(results)} key times, {count} person boxes, {seconds:.2f} s")
+    if args.json:
+        report = {"video": str(args.video), "model": str(args.model), "arch": spec.arch, "key_times": results}
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
+    if args.annotate:
+        boxes = [(e["time"], [(p["box"], p["top"]) for p in e["people"]]) for e in results]
+        written = annotate(Path(args.video), args.annotate, [], people=boxes)
+        print(f"wrote {args.annotate} ({written} frames)")
+    return 0
+
+
+def _score(runtime: ModelRuntime, clips, people) -> list[np.ndarray]:
+    """One model run for a chunk of clips: each clip's rows, one per person (clips without people skip it)."""
+    spec = runtime.spec
+    counts = [len(p) for p in people]
+    if not sum(counts):
+        return [np.zeros((0, len(spec.labels)), np.float32) for _ in clips]
+    inputs = {i.name: np.stack([c.inputs[i.name] for c in clips]) for i in spec.inputs}
+    inputs |= box_inputs([np.asarray([p.box for p in persons], dtype=np.float32) for persons in people])
+    return rows_per_clip(runtime.infer(inputs), counts)
+
+
+def _person(spec: ModelSpec, person, row: np.ndarray, top_k: int) -> dict:
+    top = [(spec.labels[k], round(float(row[k]), 4)) for k in np.argsort(-row)[:top_k]]
+    return {"id": person.id, "box": [round(v, 4) for v in person.box], "top": top}
