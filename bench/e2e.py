@@ -116,7 +116,7 @@ class SyntheticCamera:
         while True:
             seq += 1
             now = time.time()
-            clip = Clip(self.config.name, seq, self.inputs, now - self.spec.span_s, now, now)
+            clip = Clip(self.config.name, seq, self.inputs, now - self.spec.span_s, now, now, time.monotonic())
             if self._pending.full():
                 self._pending.get_nowait()
                 self.metrics.frames_dropped.labels(camera=self.config.name, reason="stale_clip").inc()

@@ -98,6 +98,7 @@ def event() -> Event:
     now = time.time()
     return Event(
         id=f"{CAMERA}-000001",
+        action_id=f"{CAMERA}-000001",
         seq=1,
         type="start",
         camera=CAMERA,

@@ -51,6 +51,7 @@ class Agent:
         self.runtimes: dict[str, ModelRuntime] = runtimes or {}
         self.camera_factory = camera_factory
         self.detectors: dict[str, PersonDetector] = {}  # person models' detectors, by model name
+        self.run_id = run_id()  # in every event id, so that ids stay unique across restarts
         self._loaded = False
 
     def load(self) -> None:
@@ -115,7 +116,7 @@ class Agent:
                     pass
                 finally:
                     for pipeline in pipelines:
-                        pipeline.finish(time.time())
+                        pipeline.finish()
         finally:
             if server is not None:
                 server.shutdown()
@@ -134,11 +135,13 @@ class Agent:
         detector = self.detectors.get(model)
         scoring: Scoring
         if detector is None:
-            tracker = EventTracker(camera=config.name, model=model, labels=spec.labels, config=events)
+            tracker = EventTracker(camera=config.name, model=model, labels=spec.labels, config=events, run=self.run_id)
             scoring = ClipScoring(batcher, tracker, live=not camera.paced_by_consumer)
         else:
             people = IouTracker(min_iou=detector.config.min_iou, lost_after_s=detector.config.lost_after_s)
-            person_events = PersonEvents(camera=config.name, model=model, labels=spec.labels, config=events)
+            person_events = PersonEvents(
+                camera=config.name, model=model, labels=spec.labels, config=events, run=self.run_id
+            )
             scoring = PersonScoring(batcher, person_events, detector, people, self.metrics)
         return CameraPipeline(camera, scoring, sink)
 
@@ -173,3 +176,13 @@ async def _stop_when(stop: asyncio.Event, streams: list[asyncio.Task]) -> None:
         stopped.cancel()
     log.info("stopping")
     raise _Stopping
+
+
+def run_id(now: float | None = None) -> str:
+    """This run of the agent: its start in UNIX milliseconds, base 36 (8 characters until 2059, so ids sort by run)."""
+    ms = int((time.time() if now is None else now) * 1000)
+    digits = ""
+    while ms:
+        ms, d = divmod(ms, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+    return digits or "0"

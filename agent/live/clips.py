@@ -56,6 +56,7 @@ class Clip:
     start: float  # stream time (s) of the oldest frame used
     end: float  # stream time (s) of the newest frame used
     received_at: float  # wall-clock time (UNIX s) at which the newest frame was received
+    received_mono: float | None = None  # the same instant on the monotonic clock (None: not known)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class _Pending:
     frame: Any
     t: float
     received_at: float
+    received_mono: float | None
     rgb: np.ndarray | None = None
 
 
@@ -99,6 +101,7 @@ class ClipBuffer:
         self.ring: np.ndarray | None = None  # allocated for the first frame's shape (crop none: the camera's)
         self.slot_t = np.zeros(self.frames)
         self.slot_received = np.zeros(self.frames)
+        self.slot_mono = np.full(self.frames, np.nan)
         self.converted = self.dropped = self.restarts = 0
         self.seq = 0
         self.reset()
@@ -118,8 +121,9 @@ class ClipBuffer:
             return None
         return self.anchor + max(self.next_emit, self.first_slot + self.frames - 1) * self.stride
 
-    def push(self, frame: Any, t: float, received_at: float) -> Clip | None:
-        """Add a decoded frame with presentation time ``t`` (s); returns a clip when one is due."""
+    def push(self, frame: Any, t: float, received_at: float, received_mono: float | None = None) -> Clip | None:
+        """Add a decoded frame with presentation time ``t`` (s), received at ``received_at`` (UNIX s) and
+        ``received_mono`` (the monotonic clock); returns a clip when one is due."""
         last = self.pending
         if last is not None:
             if t <= last.t - self.span or t - last.t > self.span:
@@ -137,7 +141,7 @@ class ClipBuffer:
         upto = j - 1 if on_grid else j
         if last is not None and upto > self.filled:
             self._fill(last, self.filled + 1, upto)
-        current = _Pending(frame, t, received_at)
+        current = _Pending(frame, t, received_at, received_mono)
         if on_grid:
             self._fill(current, max(j, self.filled + 1), j)
         self.filled = max(self.filled, upto, j if on_grid else -1)
@@ -156,6 +160,7 @@ class ClipBuffer:
             k = j % self.frames
             self.ring[k] = item.rgb
             self.slot_t[k], self.slot_received[k] = item.t, item.received_at
+            self.slot_mono[k] = np.nan if item.received_mono is None else item.received_mono
 
     def _maybe_emit(self) -> Clip | None:
         end = self.filled
@@ -173,4 +178,5 @@ class ClipBuffer:
             start=float(self.slot_t[slots[0]]),
             end=float(self.slot_t[slots[-1]]),
             received_at=float(self.slot_received[slots[-1]]),
+            received_mono=None if np.isnan(mono := self.slot_mono[slots[-1]]) else float(mono),
         )

@@ -18,11 +18,15 @@ Per label (a "hit" is a score >= the label's start threshold)::
   current one) end it; with ``end_after_s = 0`` the first low score does. ``end_time`` is that update's time.
 - ``stream_down(now)`` / ``close(now)`` end every active action at ``now`` and forget partial streaks.
 
-The event clock is ``received_at``: the wall-clock time at which the clip's newest frame was received. It never runs
-backwards: a ``received_at`` earlier than one already seen counts as the latest seen, so a wall-clock step back
-cannot end an action before it started. A clip's stream-time span becomes wall-clock time by anchoring its end at
-``received_at``. Events carry a per-camera ``seq`` (from 1) and ``id = "{camera}-{seq:06d}"``; the events of one
-update come in label order. :class:`Event` is the message every sink publishes.
+The times events report come from ``received_at``: the wall-clock time at which the clip's newest frame was
+received. That clock never runs backwards here: a ``received_at`` earlier than one already seen counts as the latest
+seen, so a wall-clock step back cannot end an action before it started. Durations (``end_after_s``, ``update_s``)
+run on the monotonic clock passed beside it, so a wall-clock step neither freezes nor rushes them. A clip's
+stream-time span becomes wall-clock time by anchoring its end at ``received_at``.
+
+Events carry a per-camera ``seq`` (from 1) and ``id = "{camera}-{run}-{seq:06d}"``, ``run`` telling the agent's
+runs apart (without one, ``"{camera}-{seq:06d}"``); ``action_id`` is the ``id`` of the action's ``start``. The
+events of one update come in label order. :class:`Event` is the message every sink publishes.
 
 Person models: :class:`PersonEvents` keeps one such tracker per (person id, label) with the same hysteresis; a
 person's events carry ``person`` and ``box``. A person the IoU tracker has lost ends their actions, as a stream
@@ -56,7 +60,8 @@ EPS = 1e-9
 class Event:
     """One action event (the event JSON of docs/contracts.md, schema version 1). Times are UNIX seconds."""
 
-    id: str
+    id: str  # unique, also across restarts: "{camera}-{run}-{seq:06d}"
+    action_id: str  # the id of the action's start event
     seq: int
     type: EventType
     camera: str
@@ -72,13 +77,16 @@ class Event:
     inference_ms: float
     person: int | None = None  # person models: the tracked person's id
     box: Box | None = None  # their latest box, normalised x1, y1, x2, y2
+    from_clip: bool = True  # False: an end that no clip caused (the stream went down, the agent stopped)
 
     def payload(self, published_at: float) -> dict:
-        """The JSON object, with capture→publish latency measured up to ``published_at``."""
+        """The JSON object, with capture→publish latency measured up to ``published_at`` (null for an end that no
+        clip caused)."""
         person = {} if self.person is None else {"person": self.person, "box": [round(v, 4) for v in self.box or ()]}
         return {
             "v": SCHEMA_VERSION,
             "id": self.id,
+            "action_id": self.action_id,
             "type": self.type,
             "camera": self.camera,
             "label": self.label,
@@ -89,7 +97,7 @@ class Event:
             "clip": {"start": round(self.clip_start, 3), "end": round(self.clip_end, 3)},
             "model": self.model,
             "latency_ms": {
-                "capture_to_publish": round((published_at - self.received_at) * 1000, 1),
+                "capture_to_publish": round((published_at - self.received_at) * 1000, 1) if self.from_clip else None,
                 "inference": round(self.inference_ms, 1),
             },
             "seq": self.seq,
@@ -122,11 +130,12 @@ class _Label:
     hits: int = 0
     first_hit: float = 0.0  # event-clock time of the streak's first hit
     active: bool = False
+    action_id: str = ""  # the id of the active action's start event
     start_time: float = 0.0
     top_score: float = 0.0  # best score of the streak, then of the action
     reported_top: float = 0.0  # top_score carried by the action's last event
-    last_event: float = 0.0  # event-clock time of the action's last event
-    below_since: float | None = None  # first of the current run of scores below end_threshold
+    last_event: float = 0.0  # monotonic time of the action's last event
+    below_since: float | None = None  # monotonic time of the first of the current run of scores below end_threshold
     score: float = 0.0  # latest score
 
 
@@ -152,6 +161,7 @@ class EventTracker:
         config: EventsConfig,
         person: int | None = None,
         next_seq: Callable[[], int] | None = None,
+        run: str | None = None,
     ) -> None:
         labels = list(labels)
         if len(set(labels)) != len(labels):
@@ -165,7 +175,9 @@ class EventTracker:
         self.person: int | None = person
         self.box: Box | None = None
         self._next_seq = next_seq or itertools.count(1).__next__  # shared by a camera's person trackers
-        self._clock = -math.inf  # latest event-clock time seen
+        self._id_prefix = f"{camera}-{run}" if run else camera
+        self._clock = -math.inf  # latest event-clock (wall) time seen
+        self._mono = -math.inf  # latest monotonic time seen
         self._clip = _Clip()
 
     def update(
@@ -176,53 +188,60 @@ class EventTracker:
         clip_end: float,
         received_at: float,
         inference_ms: float = 0.0,
+        monotonic: float | None = None,
     ) -> list[Event]:
         """Feed one clip's scores (model label order); return the events they cause, in label order.
 
         ``clip_start`` / ``clip_end`` are the stream times of the clip's oldest / newest frames; ``received_at`` is
-        the wall-clock time at which the newest frame was received. A NaN score counts as 0 (no evidence); an
-        infinite one as 0 or 1. ValueError when there is not one score per model label or a time is not finite.
+        the wall-clock time at which the newest frame was received, ``monotonic`` the same instant on a monotonic
+        clock (default: ``received_at``): durations (``end_after_s``, ``update_s``) run on it, so a wall-clock step
+        neither freezes nor rushes them. A NaN score counts as 0 (no evidence); an infinite one as 0 or 1.
+        ValueError when there is not one score per model label or a time is not finite.
         """
         values = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
         if values.shape != (len(self.labels),):
             raise ValueError(f"camera {self.camera!r}: scores of shape {values.shape} for {len(self.labels)} labels")
-        if not all(map(math.isfinite, (clip_start, clip_end, received_at))):
+        mono = received_at if monotonic is None else monotonic
+        if not all(map(math.isfinite, (clip_start, clip_end, received_at, mono))):
             raise ValueError(f"camera {self.camera!r}: non-finite clip times {clip_start}, {clip_end}, {received_at}")
-        now = self._tick(received_at)
+        now, mono = self._tick(received_at, mono)
         self._clip = _Clip(received_at - (clip_end - clip_start), received_at, received_at, inference_ms)
         events = []
         for i, st in self._states:
-            kind = self._step(st, float(values[i]), now)
+            kind = self._step(st, float(values[i]), now, mono)
             if kind is not None:
                 events.append(self._emit(st, kind, end_time=now if kind == "end" else None))
         return events
 
-    def stream_down(self, now: float) -> list[Event]:
-        """The stream stopped delivering frames: end every active action at ``now``; forget partial streaks."""
-        if not math.isfinite(now):
+    def stream_down(self, now: float, monotonic: float | None = None, *, from_clip: bool = False) -> list[Event]:
+        """The stream stopped delivering frames: end every active action at ``now``; forget partial streaks.
+        ``from_clip``: a clip caused it (a person model's tracker lost the person), not the stream."""
+        mono = now if monotonic is None else monotonic
+        if not (math.isfinite(now) and math.isfinite(mono)):
             raise ValueError(f"camera {self.camera!r}: non-finite time {now}")
-        now = self._tick(now)
+        now, mono = self._tick(now, mono)
         events = []
         for _, st in self._states:
             if st.active:
-                events.append(self._emit(st, "end", end_time=now))
+                events.append(self._emit(st, "end", end_time=now, from_clip=from_clip))
             st.active, st.hits, st.below_since = False, 0, None
         return events
 
-    def close(self, now: float) -> list[Event]:
+    def close(self, now: float, monotonic: float | None = None) -> list[Event]:
         """Shutdown: end every active action at ``now`` (as :meth:`stream_down`)."""
-        return self.stream_down(now)
+        return self.stream_down(now, monotonic)
 
     def active(self) -> dict[str, bool]:
         """Tracked label → whether its action is active (the ``{camera}/{label}`` ON/OFF state)."""
         return {st.name: st.active for _, st in self._states}
 
-    def _tick(self, t: float) -> float:
-        self._clock = max(self._clock, t)
-        return self._clock
+    def _tick(self, t: float, mono: float) -> tuple[float, float]:
+        self._clock, self._mono = max(self._clock, t), max(self._mono, mono)
+        return self._clock, self._mono
 
-    def _step(self, st: _Label, score: float, now: float) -> EventType | None:
-        """Advance one label by one score; the kind of event it causes, if any."""
+    def _step(self, st: _Label, score: float, now: float, mono: float) -> EventType | None:
+        """Advance one label by one score (``now``: event clock, ``mono``: monotonic); the kind of event it causes,
+        if any."""
         cfg = self.config
         st.score = score
         if not st.active:
@@ -241,22 +260,26 @@ class EventTracker:
         st.top_score = max(st.top_score, score)
         if score < cfg.end_threshold:
             if st.below_since is None:
-                st.below_since = now
-            if now - st.below_since >= cfg.end_after_s - EPS:
+                st.below_since = mono
+            if mono - st.below_since >= cfg.end_after_s - EPS:
                 st.active, st.below_since = False, None
                 return "end"
         else:
             st.below_since = None
-        if st.top_score >= st.reported_top + cfg.update_margin - EPS or now - st.last_event >= cfg.update_s - EPS:
+        if st.top_score >= st.reported_top + cfg.update_margin - EPS or mono - st.last_event >= cfg.update_s - EPS:
             return "update"
         return None
 
-    def _emit(self, st: _Label, kind: EventType, *, end_time: float | None) -> Event:
+    def _emit(self, st: _Label, kind: EventType, *, end_time: float | None, from_clip: bool = True) -> Event:
         seq = self._next_seq()
-        st.reported_top, st.last_event = st.top_score, self._clock
+        st.reported_top, st.last_event = st.top_score, self._mono
+        event_id = f"{self._id_prefix}-{seq:06d}"
+        if kind == "start":
+            st.action_id = event_id
         clip = self._clip
         return Event(
-            id=f"{self.camera}-{seq:06d}",
+            id=event_id,
+            action_id=st.action_id,
             seq=seq,
             type=kind,
             camera=self.camera,
@@ -272,6 +295,7 @@ class EventTracker:
             inference_ms=clip.inference_ms,
             person=self.person,
             box=self.box,
+            from_clip=from_clip,
         )
 
 
@@ -279,8 +303,10 @@ class PersonEvents:
     """One camera's per-person action state: an :class:`EventTracker` per tracked person, sharing the camera's
     ``seq``. Same interface as a tracker, except that :meth:`update` takes one score row per person."""
 
-    def __init__(self, *, camera: str, model: str, labels: Sequence[str], config: EventsConfig) -> None:
-        self.camera, self.model, self.labels, self.config = camera, model, list(labels), config
+    def __init__(
+        self, *, camera: str, model: str, labels: Sequence[str], config: EventsConfig, run: str | None = None
+    ) -> None:
+        self.camera, self.model, self.labels, self.config, self.run = camera, model, list(labels), config, run
         self._next_seq = itertools.count(1).__next__
         self.people: dict[int, EventTracker] = {}
 
@@ -294,6 +320,7 @@ class PersonEvents:
         clip_end: float,
         received_at: float,
         inference_ms: float = 0.0,
+        monotonic: float | None = None,
     ) -> list[Event]:
         """Feed one clip: ``scores[i]`` belongs to ``people[i]``; ``lost`` people end their actions. People not in
         this clip but not lost keep their state (a missed detection does not end an action)."""
@@ -310,24 +337,30 @@ class PersonEvents:
                     config=self.config,
                     person=person.id,
                     next_seq=self._next_seq,
+                    run=self.run,
                 )
             tracker.box = person.box
             events += tracker.update(
-                row, clip_start=clip_start, clip_end=clip_end, received_at=received_at, inference_ms=inference_ms
+                row,
+                clip_start=clip_start,
+                clip_end=clip_end,
+                received_at=received_at,
+                inference_ms=inference_ms,
+                monotonic=monotonic,
             )
         for pid in lost:
             tracker = self.people.pop(pid, None)
             if tracker is not None:
-                events += tracker.stream_down(received_at)
+                events += tracker.stream_down(received_at, monotonic, from_clip=True)
         return events
 
-    def stream_down(self, now: float) -> list[Event]:
-        events = [e for tracker in self.people.values() for e in tracker.stream_down(now)]
+    def stream_down(self, now: float, monotonic: float | None = None) -> list[Event]:
+        events = [e for tracker in self.people.values() for e in tracker.stream_down(now, monotonic)]
         self.people.clear()
         return events
 
-    def close(self, now: float) -> list[Event]:
-        return self.stream_down(now)
+    def close(self, now: float, monotonic: float | None = None) -> list[Event]:
+        return self.stream_down(now, monotonic)
 
     def active(self) -> dict[str, bool]:
         """Tracked label → whether anyone is doing it."""

@@ -68,7 +68,7 @@ class Scoring(Protocol):
 
     def apply(self, work: Work, scored: Scored) -> list[Event]: ...
 
-    def stream_down(self, now: float) -> list[Event]: ...
+    def stream_down(self, now: float, monotonic: float) -> list[Event]: ...
 
     def close(self) -> None: ...
 
@@ -91,10 +91,11 @@ class ClipScoring:
             clip_end=clip.end,
             received_at=clip.received_at,
             inference_ms=scored.inference_ms,
+            monotonic=clip.received_mono,
         )
 
-    def stream_down(self, now: float) -> list[Event]:
-        return self.tracker.stream_down(now)
+    def stream_down(self, now: float, monotonic: float) -> list[Event]:
+        return self.tracker.stream_down(now, monotonic)
 
     def close(self) -> None:
         pass
@@ -149,11 +150,12 @@ class PersonScoring:
             clip_end=clip.end,
             received_at=clip.received_at,
             inference_ms=scored.inference_ms,
+            monotonic=clip.received_mono,
         )
 
-    def stream_down(self, now: float) -> list[Event]:
+    def stream_down(self, now: float, monotonic: float) -> list[Event]:
         self.people.reset()
-        return self.tracker.stream_down(now)
+        return self.tracker.stream_down(now, monotonic)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -238,7 +240,7 @@ class CameraPipeline:
                 up = self.camera.up
                 self.sink.publish_status(self.name, up)
                 if not up:
-                    self._publish(self.scoring.stream_down(time.time()))
+                    self._publish(self.scoring.stream_down(time.time(), time.monotonic()))
             await asyncio.sleep(STATUS_POLL_S)
 
     def _publish(self, events: list[Event]) -> None:
@@ -249,8 +251,8 @@ class CameraPipeline:
                 self.states[label] = on
                 self.sink.publish_state(self.name, label, on)
 
-    def finish(self, now: float) -> None:
+    def finish(self) -> None:
         """Clean shutdown: end every active action and mark the camera offline."""
-        self._publish(self.tracker.close(now))
+        self._publish(self.tracker.close(time.time(), time.monotonic()))
         self.sink.publish_status(self.name, False)
         self.scoring.close()

@@ -270,7 +270,8 @@ class MqttSink:
                 message.payload = payload  # a resend after a reconnect repeats the same JSON
                 event = message.event
                 assert event is not None
-                self.metrics.event_latency_seconds.labels(event.camera).observe(published_at - event.received_at)
+                if event.from_clip:  # an end that no clip caused has no capture→publish latency
+                    self.metrics.event_latency_seconds.labels(event.camera).observe(published_at - event.received_at)
             if message.qos > 0:
                 self._inflight[info.mid] = message
 
@@ -428,7 +429,8 @@ class StdoutSink:
         with self._lock:
             stream.write(line + "\n")
             stream.flush()
-        self.metrics.event_latency_seconds.labels(event.camera).observe(published_at - event.received_at)
+        if event.from_clip:
+            self.metrics.event_latency_seconds.labels(event.camera).observe(published_at - event.received_at)
 
     def publish_state(self, camera: str, label: str, on: bool) -> None:
         log.debug("%s/%s: %s", camera, label, "ON" if on else "OFF")

@@ -38,7 +38,8 @@ log = logging.getLogger("actionstream.sources")
 
 # Every camera decodes in the device's primary CUDA context (ONNX Runtime's too), not in a context of its own.
 HW_OPTIONS: dict[str, object] = {"primary_ctx": "1"}
-FrameSink = Callable[[av.VideoFrame, float, float], None]  # frame, stream time (s), received at (UNIX s)
+# frame, stream time (s), received at: UNIX s and the same instant on the monotonic clock
+FrameSink = Callable[[av.VideoFrame, float, float, float], None]
 
 
 class Stalled(Exception):
@@ -217,9 +218,12 @@ class FrameSource:
                     self._decoded.inc()
                     ticks = best_effort(frame.pts, frame.dts)
                     t = offset + (ticks * time_base if ticks is not None else now - clock_origin)
+                    pacer.observe(t, now)
                     if self._pause(pacer.wait_before(t, now)):
                         return t
-                    self.sink(frame, t, pacer.received_at(t, time.monotonic(), fresh))
+                    handed, wall = time.monotonic(), time.time()
+                    lag = pacer.lag(t, handed, fresh)
+                    self.sink(frame, t, wall - lag, handed - lag)
                     self.last_frame_at = time.monotonic()  # a sink that waited (see Camera) is not a stall
                     last_t, fresh = t, False
                     if self._pause(pacer.wait_after(t, self.last_frame_at)):
@@ -269,7 +273,12 @@ class _Pacer:
     cold between wake-ups), so a few frames per wake-up cost clearly less CPU each. No clip waits for it: the thread
     is awake, and reads the frame at once, for the frame each clip ends on (``next_clip_t``: live, from a frame
     early). A frame read late counts as received when it was due (files) or when it most likely came (live: by the
-    stream's clock, set by the last frame whose packet the thread had to wait for, which came just then).
+    stream's clock, set by the frames whose packet the thread had to wait for, which came just then and count as
+    received when they were read).
+
+    Timestamps jump (an NTP step, an RTCP re-sync, a proxy switching sources): a step back or forward by more than
+    :meth:`jump_s` re-bases the clock on the frame that made it, and no wait is ever longer than ``burst_s`` plus two
+    frame intervals, so the thread (and the stall watchdog on it) never sleeps through a jump.
     """
 
     CREEP = 0.01
@@ -278,6 +287,20 @@ class _Pacer:
         self.mode, self.burst_s, self.next_clip_t, self.frame_s = mode, burst_s, next_clip_t, frame_s
         self.offset: float | None = None  # monotonic clock − stream time at which frames come
         self.last_fresh: float | None = None  # live: stream time of the last frame whose packet was waited for
+        self.last_t: float | None = None  # stream time of the last frame seen
+        self.max_wait = burst_s + 2 * frame_s
+
+    @property
+    def jump_s(self) -> float:
+        """A step forward between two frames longer than this is a jump, not a gap: 1 s, or four frame intervals."""
+        return max(1.0, 4 * self.frame_s)
+
+    def observe(self, t: float, now: float) -> None:
+        """Frame ``t`` was read at monotonic ``now``: a jump from the last one re-bases the clock."""
+        last, self.last_t = self.last_t, t
+        if last is not None and abs(t - last) > self.jump_s:
+            self.offset = now - t if self.mode == "file" else None  # live: the next fresh frame sets it
+            self.last_fresh = None
 
     def _hold_until(self, t: float, lead: float) -> float:
         """Stream time until which frame ``t``, and those after it, may wait."""
@@ -293,18 +316,18 @@ class _Pacer:
             self.offset = now - t
         if self.offset + t <= now:
             return 0.0
-        return self.offset + self._hold_until(t, 0.0) - now
+        return min(self.offset + self._hold_until(t, 0.0) - now, self.max_wait)
 
     def wait_after(self, t: float, now: float) -> float:
         """Seconds to leave the next frames in the buffer after handing frame ``t`` on (live): none while the next
         one should be there already."""
         if self.mode != "live" or self.offset is None or self.offset + t + self.frame_s <= now:
             return 0.0
-        return self.offset + self._hold_until(t, self.frame_s) - now
+        return min(self.offset + self._hold_until(t, self.frame_s) - now, self.max_wait)
 
-    def received_at(self, t: float, now: float, fresh: bool) -> float:
-        """UNIX time at which frame ``t``, handed on at monotonic ``now``, counts as received; ``fresh``: its packet
-        was waited for (live: it came just now, which sets the stream clock)."""
+    def lag(self, t: float, now: float, fresh: bool) -> float:
+        """How long before monotonic ``now`` (when it is handed on) frame ``t`` counts as received. ``fresh``: its
+        packet was waited for, so it came just now (live: it also sets the stream clock)."""
         if self.mode == "live" and fresh:
             lag, last = now - t, self.last_fresh
             if last is None or self.offset is None or t < last or lag > self.offset + 1.0:
@@ -312,9 +335,10 @@ class _Pacer:
             else:  # the lowest lag (jitter only ever adds some), rising 10 ms a second while none is as low
                 self.offset = min(lag, self.offset + self.CREEP * (t - last))
             self.last_fresh = t
+            return 0.0
         if self.offset is None:
-            return time.time()
-        return time.time() - max(0.0, now - (self.offset + t))
+            return 0.0
+        return max(0.0, now - (self.offset + t))
 
 
 class Camera:
@@ -348,8 +372,8 @@ class Camera:
             frame, resize_short=spec.resize_short, size=spec.crop_size, reformatter=self._reformatter, threads=1
         )
 
-    def _on_frame(self, frame: av.VideoFrame, t: float, received: float) -> None:  # source thread
-        clip = self.buffer.push(frame, t, received)
+    def _on_frame(self, frame: av.VideoFrame, t: float, received: float, received_mono: float) -> None:  # source
+        clip = self.buffer.push(frame, t, received, received_mono)
         converted, dropped = self.buffer.converted, self.buffer.dropped
         if converted != self._counted[0]:
             self._sampled.inc(converted - self._counted[0])

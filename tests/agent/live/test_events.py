@@ -441,3 +441,52 @@ def test_person_state_is_on_while_anyone_does_it_and_stream_down_ends_everyone()
 def test_person_scores_must_match_people():
     with pytest.raises(ValueError, match="2 score rows for 1 people"):
         person_events().update([person(1)], np.zeros((2, 3)), clip_start=0, clip_end=1, received_at=T0)
+
+
+# --- identity and clocks ----------------------------------------------------------------------------------------
+
+
+def test_an_action_has_one_action_id_and_ids_carry_the_run():
+    tr = EventTracker(camera=CAM, model="m", labels=LABELS, config=config(update_s=1.0), run="mi6f0zk3")
+    events = feed(tr, [one(0.9), one(0.9), one(0.1), one(0.9), one(0.1)])
+    assert [e.type for e in events] == ["start", "update", "end", "start", "end"]
+    assert [e.id for e in events] == [f"{CAM}-mi6f0zk3-{n:06d}" for n in range(1, 6)]
+    assert [e.action_id for e in events] == [events[0].id] * 3 + [events[3].id] * 2
+    payload = events[1].payload(published_at=T0 + 2)
+    assert payload["action_id"] == events[0].id and list(payload)[:3] == ["v", "id", "action_id"]
+
+
+def test_two_runs_never_share_an_id():
+    first = EventTracker(camera=CAM, model="m", labels=LABELS, config=config(), run="mi6f0zk3")
+    second = EventTracker(camera=CAM, model="m", labels=LABELS, config=config(), run="mi6f0zk9")
+    ids = [e.id for tr in (first, second) for e in feed(tr, [one(0.9), one(0.1)])]
+    assert len(set(ids)) == len(ids) == 4
+
+
+def test_durations_run_on_the_monotonic_clock_whatever_the_wall_clock_does():
+    """The wall clock steps back an hour while the action is active: it still ends after end_after_s of monotonic
+    time (on the wall clock alone it would wait an hour), and a step forward does not end it early."""
+    tr = tracker(end_after_s=2.0)
+    walls = [T0, T0 + 1, T0 - 3600, T0 - 3599, T0 - 3598, T0 + 3600]
+    monos = [500.0, 501.0, 502.0, 503.0, 504.0, 505.0]
+    scores = [0.9, 0.1, 0.1, 0.1, 0.1, 0.1]
+    events = []
+    for wall, mono, score in zip(walls, monos, scores, strict=True):
+        events += tr.update(one(score), clip_start=0.0, clip_end=2.0, received_at=wall, monotonic=mono)
+    assert [e.type for e in events] == ["start", "end"]
+    assert events[1].end_time == T0 + 1  # reported on the event clock, which never runs backwards
+    step = EventTracker(camera=CAM, model="m", labels=LABELS, config=config(end_after_s=2.0))
+    events = step.update(one(0.9), clip_start=0, clip_end=2, received_at=T0, monotonic=10.0)
+    events += step.update(one(0.1), clip_start=0, clip_end=2, received_at=T0 + 1, monotonic=11.0)
+    events += step.update(one(0.1), clip_start=0, clip_end=2, received_at=T0 + 7200, monotonic=12.0)
+    assert [e.type for e in events] == ["start"]  # one monotonic second below: not ended by the wall clock's jump
+
+
+def test_an_end_that_no_clip_caused_has_no_capture_latency():
+    tr = tracker()
+    feed(tr, [one(0.9)])
+    (down,) = tr.stream_down(T0 + 9.0)
+    assert not down.from_clip and down.payload(published_at=T0 + 9.5)["latency_ms"]["capture_to_publish"] is None
+    feed(tr, [one(0.9)], t0=T0 + 10)
+    (closed,) = tr.close(T0 + 12.0)
+    assert closed.payload(published_at=T0 + 12.0)["latency_ms"]["capture_to_publish"] is None

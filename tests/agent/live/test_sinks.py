@@ -21,7 +21,20 @@ from tests.conftest import ROOT
 from tests.mosquitto import Message, Mosquitto, Subscriber
 
 P = "actionstream"
-EVENT_KEYS = {"v", "id", "type", "camera", "label", "score", "top_score", "start_time", "end_time", "clip", "model"}
+EVENT_KEYS = {
+    "v",
+    "id",
+    "action_id",
+    "type",
+    "camera",
+    "label",
+    "score",
+    "top_score",
+    "start_time",
+    "end_time",
+    "clip",
+    "model",
+}
 EVENT_KEYS |= {"latency_ms", "seq"}
 PASSWORD = "s3cr3t-Pa55!word"
 
@@ -32,6 +45,7 @@ def _event(seq: int, *, camera: str = "dock1", label: str = "falling", age_s: fl
     now = time.time()
     return Event(
         id=f"{camera}-{seq:06d}",
+        action_id=f"{camera}-000000",
         seq=seq,
         type="start" if seq == 0 else "update",
         camera=camera,

@@ -597,7 +597,7 @@ def hand_ons(cfg: SourceConfig, *, until_s: float = 20.0) -> list[tuple[float, f
     buffer = ClipBuffer(make_spec(BURST_SPEC), lambda frame: np.zeros((SIZE, SIZE, 3), np.uint8), every_s=cfg.every_s)
     records = []
 
-    def sink(frame, t, received):
+    def sink(frame, t, received, received_mono):
         records.append((t, time.monotonic(), time.time(), received, buffer.push(frame, t, received) is not None))
 
     source = FrameSource(cfg, sink, Metrics(), on_reset=buffer.reset, next_clip_t=buffer.next_clip_t)
