@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig, load_config, parse_config
-from agent.errors import ActionstreamError, ConfigError
+from agent.errors import ActionstreamError, ConfigError, InferenceError
 from agent.shard import assignment, resolve_shard, select
 from agent.spec import load_spec
 from agent.urls import redact_url
@@ -86,29 +86,37 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Everything ``run`` would refuse, refused here: the config, each model (opened and run at the batch sizes
+    ``run`` warms it up with), its person detector; then a summary."""
+    from agent.live.app import warm_up_sizes
     from agent.live.people import open_detector
     from agent.live.runtime import ModelRuntime, providers_for
 
     config = load_config(args.config)
-    print(f"{args.config}: {len(config.cameras)} camera(s), {len(config.models)} model(s), OK")
+    if args.shards is not None and args.shards < 1:
+        raise ConfigError(f"--shards: expected a positive number of shards, got {args.shards}")
+    lines = []
     for name, model in config.models.items():
         runtime = ModelRuntime(name, model)
+        runtime.warm_up(warm_up_sizes(config, name))
         spec = runtime.spec
         inputs = ", ".join(f"{i.name} {i.frames}x{i.stride_s * 1000:.0f}ms" for i in spec.inputs)
-        print(f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}")
+        lines.append(
+            f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}"
+        )
         detector = open_detector(name, model, spec, providers_for(model))
         if detector is not None:
             path, layout, person = detector.config.path, detector.layout, detector.person_class
-            print(f"    person detector: {path} ({layout} outputs, class {person})")
+            lines.append(f"    person detector: {path} ({layout} outputs, class {person})")
     for camera in config.cameras:
-        url = redact_url(camera.url.get_secret_value())
-        print(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
-    print(f"  events: {'MQTT ' + redact_url(config.mqtt.url) if config.mqtt else 'stdout (JSON lines)'}")
+        url = redact_url(camera.stream_url())
+        lines.append(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
+    lines.append(f"  events: {'MQTT ' + redact_url(config.mqtt.url) if config.mqtt else 'stdout (JSON lines)'}")
     if args.shards is not None:
-        if args.shards < 1:
-            raise ConfigError(f"--shards: expected a positive number of shards, got {args.shards}")
         for index, names in assignment([c.name for c in config.cameras], args.shards).items():
-            print(f"  shard {index}/{args.shards}: {', '.join(names) or '(no cameras)'}")
+            lines.append(f"  shard {index}/{args.shards}: {', '.join(names) or '(no cameras)'}")
+    print(f"{args.config}: {len(config.cameras)} camera(s), {len(config.models)} model(s), OK")
+    print("\n".join(lines))
     return 0
 
 
@@ -274,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             return _load(extension)(argv)
         args = parser().parse_args(argv)
         return args.func(args)
+    except InferenceError as e:  # the agent was running: a supervisor should restart it
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except ActionstreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,16 +11,27 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from agent.errors import ConfigError
-from agent.urls import Broker, parse_broker, redact_url, without_userinfo
+from agent.urls import Broker, parse_broker, redact_url, split_url, without_userinfo
 
 NAME = r"^[A-Za-z0-9_-]{1,64}$"
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "srt", "udp", "tcp", "file")
+
+
+def _readable_file(path: Path | None) -> Path | None:
+    """A file setting: it must be there and readable when the config loads, not when it is first needed."""
+    if path is not None:
+        try:
+            with path.open("rb") as f:
+                f.read(1)
+        except OSError as e:
+            raise ValueError(f"cannot read {path} ({e.strerror})") from None
+    return path
 
 
 class Section(BaseModel):
@@ -31,7 +42,18 @@ class SourceConfig(Section):
     """One camera: where its frames come from and how the stream is watched."""
 
     name: str = Field(pattern=NAME, description="camera name used in topics and metrics")
-    url: SecretStr = Field(description="rtsp://, rtsps://, http(s)://, a file path, or /dev/videoN")
+    url: SecretStr = Field(description="rtsp://, rtsps://, http(s)://, a file path (or file:// URL), or /dev/videoN")
+    username: str | None = Field(
+        default=None, description="user name for the stream, put into the URL percent-encoded (instead of user@ in url)"
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description="password for the stream (use ${ENV_VAR}), put into the URL percent-encoded: any characters",
+    )
+    tls_insecure: bool = Field(default=False, description="rtsps:// and https://: skip the certificate checks")
+    ca_file: Path | None = Field(
+        default=None, description="rtsps:// and https://: CA certificates (PEM) to verify the camera with"
+    )
     transport: Literal["auto", "tcp", "udp", "http"] = Field(
         default="auto", description="RTSP transport; auto = TCP, falling back to UDP"
     )
@@ -76,6 +98,35 @@ class SourceConfig(Section):
             except ValueError:
                 raise ValueError(f"invalid port in {shown}") from None
         return v
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        return _readable_file(v)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SourceConfig:
+        if self.username is None and self.password is None:
+            return self
+        url = self.url.get_secret_value()
+        parts = split_url(url)
+        if parts is None or url[:7].lower() == "file://":
+            raise ValueError("username/password need a network URL (scheme://host/...)")
+        if parts.user is not None:
+            raise ValueError(f"{redact_url(url)} has user info already: give it there or in username/password")
+        if self.username is None:
+            raise ValueError("password is set without username")
+        return self
+
+    def stream_url(self) -> str:
+        """The URL to open: ``url`` with ``username``/``password`` (percent-encoded) when they are set."""
+        url = self.url.get_secret_value()
+        if self.username is None:
+            return url
+        parts = split_url(url)
+        assert parts is not None  # checked at load
+        secret = "" if self.password is None else ":" + quote(self.password.get_secret_value(), safe="")
+        return f"{parts.scheme}{quote(self.username, safe='')}{secret}@{parts.rest}"
 
 
 class EventsConfig(Section):
@@ -158,6 +209,17 @@ class MqttConfig(Section):
     def _url_parts(cls, v: str) -> str:
         parse_broker(v)
         return v
+
+    @field_validator("password_file", "ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        return _readable_file(v)
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> MqttConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set without cert_file")
+        return self
 
     @property
     def broker(self) -> Broker:

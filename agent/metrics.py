@@ -47,6 +47,13 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.model_up = Gauge(
+            "model_up", "1 while the model's runs succeed; 0 once several in a row have failed", ["model"],
+            namespace=ns, registry=r,
+        )  # fmt: skip
+        self.inference_failures = Counter(
+            "inference_failures", "Model runs that failed (their clips are lost)", ["model"], namespace=ns, registry=r
+        )
         self.batch_size = Histogram(
             "batch_size", "Clips per batch", ["model"], buckets=BATCH_BUCKETS, namespace=ns, registry=r
         )

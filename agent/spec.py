@@ -182,8 +182,8 @@ def load_spec(path: str | Path) -> ModelSpec:
 
 
 def check_session(spec: ModelSpec, session: onnxruntime.InferenceSession, origin: str) -> None:
-    """The graph must take uint8 ``[N, T, size, size, 3]`` per spec input (``[N, T, H, W, 3]`` with crop none, plus
-    the box inputs for person models) and give float ``[N, labels]`` (``[M, labels]``: one row per box)."""
+    """The graph must take uint8 ``[N, T, size, size, 3]`` (N dynamic) per spec input (``[N, T, H, W, 3]`` with crop
+    none, plus the box inputs for person models) and give float ``[N, labels]`` (``[M, labels]``: one per box)."""
     graph_inputs = {i.name: i for i in session.get_inputs()}
     expected = [i.name for i in spec.inputs] + (list(BOX_INPUTS) if spec.task == "person" else [])
     if sorted(graph_inputs) != sorted(expected):
@@ -199,6 +199,11 @@ def check_session(spec: ModelSpec, session: onnxruntime.InferenceSession, origin
         if len(node.shape) != 5 or shape != want:
             raise SpecError(
                 f"{origin}: input {inp.name!r} has shape {node.shape}, expected [N, {', '.join(map(str, want))}]"
+            )
+        if isinstance(node.shape[0], int):
+            raise SpecError(
+                f"{origin}: input {inp.name!r} has a fixed batch dimension ({node.shape[0]}); the agent batches "
+                "clips across cameras: export the model with a dynamic batch (export/to_onnx.py does)"
             )
     if spec.task == "person":
         for name, dtype, rank in (("boxes", "tensor(float)", 2), ("box_batch", "tensor(int64)", 1)):

@@ -43,15 +43,16 @@ _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(:\d*)?(?=[/?#]|$)")
 
 
 @dataclass(frozen=True)
-class _Parts:
+class UrlParts:
     scheme: str  # "rtsp://"
     user: str | None
     password: str | None
     rest: str  # host, port, path, query, fragment
 
 
-def _split(url: str) -> _Parts | None:
-    """The URL's scheme, user info and the rest, or None when it is not ``scheme://...``."""
+def split_url(url: str) -> UrlParts | None:
+    """The URL's scheme, user info (as written: percent-encoded, if at all) and the rest, or None when it is not
+    ``scheme://...``."""
     m = _SCHEME.match(url)
     if m is None:
         return None
@@ -59,8 +60,8 @@ def _split(url: str) -> _Parts | None:
     for at in reversed([i for i, c in enumerate(rest) if c == "@"]):
         if _HOST.match(rest, at + 1):
             user, sep, password = rest[:at].partition(":")
-            return _Parts(scheme, user, password if sep else None, rest[at + 1 :])
-    return _Parts(scheme, None, None, rest)
+            return UrlParts(scheme, user, password if sep else None, rest[at + 1 :])
+    return UrlParts(scheme, None, None, rest)
 
 
 def _secret_key(key: str) -> bool:
@@ -89,7 +90,7 @@ def _redact_query(rest: str) -> str:
 
 def redact_url(url: str) -> str:
     """``url`` with its password and secret query values replaced by ``***`` (anything else: unchanged)."""
-    parts = _split(url)
+    parts = split_url(url)
     if parts is None:
         return url
     userinfo = "" if parts.user is None else parts.user + ("" if parts.password is None else f":{MASK}") + "@"
@@ -99,13 +100,13 @@ def redact_url(url: str) -> str:
 def without_userinfo(url: str) -> str:
     """``url`` without its user info at all (``mqtt://user:pw@host`` → ``mqtt://host``), secrets in the query
     redacted."""
-    parts = _split(url)
+    parts = split_url(url)
     return url if parts is None else parts.scheme + _redact_query(parts.rest)
 
 
 def secrets_of(url: str) -> list[str]:
     """Every form in which ``url``'s secrets may appear in text: as written, percent-decoded, percent-encoded."""
-    parts = _split(url)
+    parts = split_url(url)
     if parts is None:
         return []
     raw = [parts.password or "", *_query_secrets(parts.rest)]
@@ -147,7 +148,7 @@ def parse_broker(url: str) -> Broker:
     """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...``; ValueError (never showing the user info)
     when it is anything else."""
     shown = repr(without_userinfo(url))
-    parts = _split(url)
+    parts = split_url(url)
     scheme = parts.scheme[:-3].lower() if parts else ""
     if parts is None or scheme not in ("mqtt", "mqtts"):
         raise ValueError(f"expected mqtt://host[:port] or mqtts://host[:port], got {shown}")

@@ -16,7 +16,20 @@ from tests.mosquitto import Mosquitto, Subscriber
 from tests.rtsp_server import RtspServer, free_port
 
 PASSWORD = "Cam-Pa55word"
-EVENT_KEYS = {"v", "id", "type", "camera", "label", "score", "top_score", "start_time", "end_time", "clip", "model"}
+EVENT_KEYS = {
+    "v",
+    "id",
+    "action_id",
+    "type",
+    "camera",
+    "label",
+    "score",
+    "top_score",
+    "start_time",
+    "end_time",
+    "clip",
+    "model",
+}
 EVENT_KEYS |= {"latency_ms", "seq"}
 
 

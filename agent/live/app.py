@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from prometheus_client import start_http_server
 
@@ -29,6 +29,11 @@ from agent.spec import ModelSpec
 
 log = logging.getLogger("actionstream")
 CameraFactory = Callable[[CameraConfig, ModelSpec, Metrics], Camera]
+CAMERA_STATS = {  # key in the stats JSON → counter
+    "frames_decoded": "actionstream_frames_decoded_total",
+    "frames_sampled": "actionstream_frames_sampled_total",
+    "reconnects": "actionstream_stream_reconnects_total",
+}
 
 
 class _Stopping(Exception):
@@ -60,8 +65,7 @@ class Agent:
             runtime = self.runtimes.get(name)
             if runtime is None:
                 runtime = self.runtimes[name] = ModelRuntime(name, model)
-                users = [c for c in self.config.cameras if self.config.model_of(c) == name]
-                runtime.warm_up([1, min(len(users) or 1, model.max_batch)])
+                runtime.warm_up(warm_up_sizes(self.config, name))
             spec = runtime.spec
             log.info(
                 "model %s: %s (%d labels) on %s, max_batch %d",
@@ -98,8 +102,7 @@ class Agent:
                 sink = await stack.enter_async_context(self._sink())
                 batchers = {name: Batcher(rt, self.metrics) for name, rt in self.runtimes.items()}
                 pipelines = [self._wire(camera, batchers, sink) for camera in self.config.cameras]
-                for pipeline in pipelines:
-                    await stack.enter_async_context(pipeline.camera)
+                await stack.enter_async_context(_together([p.camera for p in pipelines]))
                 try:
                     async with asyncio.TaskGroup() as tasks:
                         for name, batcher in batchers.items():
@@ -112,8 +115,10 @@ class Agent:
                         if self.config.mqtt is not None:
                             tasks.create_task(self._stats(sink, pipelines), name="stats")
                         tasks.create_task(_stop_when(stop, streams), name="stop")
-                except* _Stopping:
-                    pass
+                except BaseExceptionGroup as group:
+                    _, failed = group.split(_Stopping)
+                    if failed is not None:
+                        raise _first(failed) from None
                 finally:
                     for pipeline in pipelines:
                         pipeline.finish()
@@ -143,25 +148,54 @@ class Agent:
                 camera=config.name, model=model, labels=spec.labels, config=events, run=self.run_id
             )
             scoring = PersonScoring(batcher, person_events, detector, people, self.metrics)
-        return CameraPipeline(camera, scoring, sink)
+        pipeline = CameraPipeline(camera, scoring, sink)
+        batcher.watch(pipeline.model_changed)
+        return pipeline
 
     async def _stats(self, sink: Sink, pipelines: list[CameraPipeline]) -> None:
+        """``{prefix}/stats`` every ``stats_interval_s``: one pass over the metrics, in a thread (hundreds of cameras
+        and labels make a registry that takes a while to read)."""
         assert self.config.mqtt is not None
-        value = self.metrics.value
         while True:
             await asyncio.sleep(self.config.mqtt.stats_interval_s)
-            cameras = {
-                p.name: {
-                    "up": p.camera.up,
-                    "frames_decoded": value("actionstream_frames_decoded_total", camera=p.name),
-                    "frames_sampled": value("actionstream_frames_sampled_total", camera=p.name),
-                    "reconnects": value("actionstream_stream_reconnects_total", camera=p.name),
-                    "active": sorted(label for label, on in p.tracker.active().items() if on),
+            try:
+                totals = await asyncio.to_thread(self._totals)
+                cameras = {
+                    p.name: {
+                        "up": p.camera.up,
+                        **{key: totals.get((metric, p.name), 0.0) for key, metric in CAMERA_STATS.items()},
+                        "active": sorted(label for label, on in p.tracker.active().items() if on),
+                    }
+                    for p in pipelines
                 }
-                for p in pipelines
-            }
-            models = {n: {"clips": value("actionstream_clips_inferred_total", model=n)} for n in self.runtimes}
-            sink.publish_stats({"time": round(time.time(), 3), "cameras": cameras, "models": models})
+                models = {
+                    n: {"clips": totals.get(("actionstream_clips_inferred_total", n), 0.0)} for n in self.runtimes
+                }
+                sink.publish_stats({"time": round(time.time(), 3), "cameras": cameras, "models": models})
+            except Exception:
+                log.exception("stats: not published this time")
+
+    def _totals(self) -> dict[tuple[str, str], float]:
+        """(sample name, camera or model) → value, for the counters the stats report."""
+        wanted = {*CAMERA_STATS.values(), "actionstream_clips_inferred_total"}
+        return {
+            (sample.name, sample.labels.get("camera") or sample.labels.get("model", "")): sample.value
+            for family in self.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name in wanted
+        }
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The first of a task group's errors (a model that kept failing, say), to be raised on its own."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def warm_up_sizes(config: AgentConfig, model: str) -> list[int]:
+    """The batch sizes a model is run at before the cameras start: one clip, and as many as its cameras give."""
+    users = sum(config.model_of(c) == model for c in config.cameras)
+    return [1, min(users or 1, config.models[model].max_batch)]
 
 
 async def _stop_when(stop: asyncio.Event, streams: list[asyncio.Task]) -> None:
@@ -186,3 +220,17 @@ def run_id(now: float | None = None) -> str:
         ms, d = divmod(ms, 36)
         digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
     return digits or "0"
+
+
+@contextlib.asynccontextmanager
+async def _together(cameras: list[Camera]) -> AsyncIterator[None]:
+    """Starts every camera; on the way out stops them all at once, so a shutdown waits for the slowest camera, not
+    for the sum of them (cameras stuck opening a stream, say)."""
+    started = []
+    try:
+        for camera in cameras:
+            await camera.__aenter__()
+            started.append(camera)
+        yield
+    finally:
+        await asyncio.gather(*(camera.__aexit__(None, None, None) for camera in started))

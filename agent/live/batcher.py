@@ -12,6 +12,12 @@ row range per worker makes every batch wait for its slowest range; whole batches
 idle while one runs. ONNX Runtime's CPU cost per clip is flat from 1 to 32 clips per run, so pieces cost no
 throughput. One worker (and CUDA) runs each batch whole, and asks for the next once it is done, so that a batch
 holds every clip that came while the previous one ran.
+
+A model that keeps failing (:data:`FAILURE_LIMIT` runs in a row: a sticky ONNX Runtime or CUDA error) is down:
+``model_up`` goes to 0, the watchers (the cameras' pipelines) end their actions, one line says so, and the session is
+recreated. The first run that succeeds brings it back up. If it fails as many times again after the new session,
+:meth:`Batcher.run` raises :class:`ModelFailed`: the agent exits (status 3) so that its supervisor restarts the
+process, which is what clears a broken CUDA context.
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ from agent.live.runtime import ModelRuntime, box_inputs, rows_per_clip
 from agent.metrics import Metrics
 
 log = logging.getLogger("actionstream.runtime")
-JOIN_TIMEOUT_S = 10.0  # stopping: how long to wait for a worker to finish the run it is in
+JOIN_TIMEOUT_S = 5.0  # stopping: how long to wait for a worker to finish the run it is in
+FAILURE_LIMIT = 5  # runs in a row that fail: the model is down
+
+
+class ModelFailed(InferenceError):
+    """A model kept failing after its session was recreated."""
 
 
 class Scored(NamedTuple):
@@ -81,6 +92,21 @@ class Batcher:
         self._stopping = False
         self._form = asyncio.Event()  # set by a worker: time to collect the next batch
         self._waiting: dict[str, _Request] = {}  # camera → its clip no batch has taken yet (replace=True only)
+        self._failures = 0  # runs in a row that failed
+        self._reloaded = False  # the session was recreated since the model went down
+        self._since_reload = 0  # runs in a row that failed with the new session
+        self._fatal: ModelFailed | None = None
+        self._watchers: list[Callable[[bool], None]] = []
+        self._up = metrics.model_up.labels(model=runtime.name)
+        self._up.set(1)
+
+    @property
+    def up(self) -> bool:
+        return self._failures < FAILURE_LIMIT
+
+    def watch(self, callback: Callable[[bool], None]) -> None:
+        """``callback(up)`` on the event loop whenever the model goes down or comes back up."""
+        self._watchers.append(callback)
 
     async def infer(self, clip: Clip, boxes: np.ndarray | None = None) -> Scored:
         """Scores for one clip; :class:`InferenceError` when its run failed."""
@@ -121,6 +147,8 @@ class Batcher:
             while True:
                 await self._form.wait()
                 self._form.clear()
+                if self._fatal is not None:
+                    raise self._fatal
                 pieces = []
                 for group in _same_shapes(await self._collect(loop)):
                     rows = piece_rows(len(group), self.workers)
@@ -168,9 +196,13 @@ class Batcher:
         inputs = {n: self.runtime.stack(n, [r.clip.inputs[n] for r in piece]) for n in self.runtime.input_names}
         boxes = [r.boxes for r in piece if r.boxes is not None]
         if not boxes:
-            return list(self.runtime.infer(inputs))
-        inputs |= box_inputs(boxes)
-        return rows_per_clip(self.runtime.infer(inputs), [len(b) for b in boxes])
+            rows = list(self.runtime.infer(inputs))
+        else:
+            inputs |= box_inputs(boxes)
+            rows = rows_per_clip(self.runtime.infer(inputs), [len(b) for b in boxes])
+        if len(rows) != len(piece):
+            raise InferenceError(f"{len(rows)} score rows for {len(piece)} clips")
+        return rows
 
     def _work(self, loop: asyncio.AbstractEventLoop) -> None:  # a worker thread
         """Runs pieces back to back, never waiting for the event loop between two of them; asks for the next batch
@@ -203,12 +235,17 @@ class Batcher:
         name = self.runtime.name
         batch.pieces -= 1
         if isinstance(result, Exception):
-            log.error("model %s: inference failed: %s", name, result)
-            error = InferenceError(f"model {name}: {result}")
+            error = InferenceError(f"model {name}: {_one_line(result)}")
             for r in piece:
                 if not r.future.done():
                     r.future.set_exception(error)
+            self._failed(result)
             return
+        if not self.up:
+            log.info("model %s: runs succeed again (up)", name)
+            self._up.set(1)
+            self._tell(True)
+        self._failures, self._reloaded, self._since_reload = 0, False, 0
         self.metrics.clips_inferred.labels(model=name).inc(len(piece))
         if not batch.pieces:
             self.metrics.inference_seconds.labels(model=name).observe(seconds)
@@ -216,6 +253,47 @@ class Batcher:
         for r, rows in zip(piece, result, strict=True):
             if not r.future.done():
                 r.future.set_result(Scored(rows, seconds * 1000))
+
+    def _failed(self, error: Exception | str) -> None:  # event loop
+        """One more run failed: say so once per streak, take the model down at the limit, give up after a reload."""
+        name, error = self.runtime.name, _one_line(error)
+        self.metrics.inference_failures.labels(model=name).inc()
+        self._failures += 1
+        self._since_reload += self._reloaded
+        if self._failures == 1:
+            log.warning("model %s: a run failed (its clips are lost): %s", name, error)
+        elif self._failures == FAILURE_LIMIT:
+            log.error("model %s: %d runs in a row failed (%s); ending its cameras' actions and recreating its session",
+                      name, FAILURE_LIMIT, error)  # fmt: skip
+            self._up.set(0)
+            self._tell(False)
+            asyncio.get_running_loop().create_task(self._reload())
+        elif self._since_reload >= FAILURE_LIMIT and self._fatal is None:
+            self._fatal = ModelFailed(
+                f"model {name}: {self._failures} runs in a row failed, also with a new session ({error}); "
+                "exiting so that a supervisor restarts the agent"
+            )
+            self._form.set()
+
+    async def _reload(self) -> None:
+        try:
+            await asyncio.to_thread(self.runtime.reload)
+        except Exception as e:  # the new session failed too: the next failures decide
+            log.error("model %s: recreating its session failed: %s", self.runtime.name, e)
+        self._reloaded, self._since_reload = True, 0
+
+    def _tell(self, up: bool) -> None:
+        for callback in self._watchers:
+            try:
+                callback(up)
+            except Exception:
+                log.exception("model %s: a watcher failed", self.runtime.name)
+
+
+def _one_line(error: Exception | str) -> str:
+    """The first line of an error (ONNX Runtime's carry a newline and more)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _join(threads: list[threading.Thread], timeout: float) -> None:

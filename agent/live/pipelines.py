@@ -168,7 +168,7 @@ class CameraPipeline:
     def __init__(self, camera: Camera, scoring: Scoring, sink: Sink) -> None:
         self.camera, self.scoring, self.sink = camera, scoring, sink
         self.name = camera.config.name
-        self.redact = Redactor(camera.config.url.get_secret_value())
+        self.redact = Redactor(camera.config.stream_url())
         self.states: dict[str, bool] = {}  # last published ON/OFF per label
 
     @property
@@ -238,10 +238,18 @@ class CameraPipeline:
         while True:
             if self.camera.up != up:
                 up = self.camera.up
-                self.sink.publish_status(self.name, up)
-                if not up:
-                    self._publish(self.scoring.stream_down(time.time(), time.monotonic()))
+                try:
+                    self.sink.publish_status(self.name, up)
+                    if not up:
+                        self._publish(self.scoring.stream_down(time.time(), time.monotonic()))
+                except Exception:
+                    log.exception("camera %s: publishing the stream's status failed", self.name)
             await asyncio.sleep(STATUS_POLL_S)
+
+    def model_changed(self, up: bool) -> None:
+        """The model went down (its runs keep failing): end the actions now rather than leave them on."""
+        if not up:
+            self._publish(self.scoring.stream_down(time.time(), time.monotonic()))
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:

@@ -42,18 +42,8 @@ class ModelRuntime:
 
     def __init__(self, name: str, config: ModelConfig) -> None:
         self.name, self.config = name, config
-        options = ort.SessionOptions()
-        cores = len(os.sched_getaffinity(0))
-        threads = config.threads or (max(1, cores // config.workers) if config.workers > 1 else 0)
-        if threads:
-            options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers_for(config)
-        ort.set_default_logger_severity(4)  # a failing CUDA load is reported below, in one line
-        try:
-            self.session = open_session(config.path, providers, options)
-        finally:
-            ort.set_default_logger_severity(2)
+        self.session = self._open(providers)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         if config.device == "cuda" and self.device != "cuda":
             raise SpecError(f"{config.path}: device 'cuda' requested but the CUDA provider did not load")
@@ -69,6 +59,29 @@ class ModelRuntime:
         self._device_inputs: dict[tuple, ort.OrtValue] = {}  # (name, shape, dtype) -> device buffer
         self._copy_in_place = True
         self._padded: dict[tuple, np.ndarray] = {}  # host staging for padded batches
+
+    def _open(self, providers: list) -> ort.InferenceSession:
+        config = self.config
+        options = ort.SessionOptions()
+        cores = len(os.sched_getaffinity(0))
+        threads = config.threads or (max(1, cores // config.workers) if config.workers > 1 else 0)
+        if threads:
+            options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 4  # a failing run is reported by the batcher, once per streak, not by ORT per run
+        ort.set_default_logger_severity(4)  # a failing CUDA load is reported by the caller, in one line
+        try:
+            return open_session(config.path, providers, options)
+        finally:
+            ort.set_default_logger_severity(2)
+
+    def reload(self) -> None:
+        """A fresh session for the same file (after runs kept failing), run once at batch 1; raises what the new
+        session raises."""
+        session = self._open(providers_for(self.config))
+        self._device_inputs.clear()
+        self.session = session
+        self.warm_up([1])
 
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """``inputs``: name → array (uint8 ``[N, T, S, S, 3]`` clips, plus any other inputs the graph takes, all
@@ -137,7 +150,8 @@ class ModelRuntime:
         return buffer
 
     def warm_up(self, batch_sizes: list[int]) -> None:
-        """Run each batch size once (CUDA: every bucket up to the largest asked for)."""
+        """Run each batch size once (CUDA: every bucket up to the largest asked for); a model that fails is a
+        :class:`SpecError` naming the file."""
         size = self.spec.size
         wanted = set(batch_sizes)
         if self.buckets:
@@ -147,7 +161,11 @@ class ModelRuntime:
             inputs = {i.name: np.zeros((n, i.frames, size, size, 3), np.uint8) for i in self.spec.inputs}
             if self.spec.task == "person":  # one box per clip
                 inputs |= box_inputs([np.asarray([[0.25, 0.25, 0.75, 0.75]], dtype=np.float32)] * n)
-            self.infer(inputs)
+            try:
+                self.infer(inputs)
+            except Exception as e:  # ONNX Runtime raises its own classes; one line is what the user needs
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise SpecError(f"{self.config.path}: does not run on {self.device} at batch {n}: {first}") from None
 
 
 def batch_buckets(max_batch: int) -> list[int]:

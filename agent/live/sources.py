@@ -9,7 +9,9 @@ ones are then converted). Whether the device works is probed once per process; w
 in software and say so once.
 
 Watchdog: PyAV's read timeout interrupts a blocked read; a stream that keeps sending packets but yields no frame
-for ``stall_s`` is closed too. Either way the source reconnects with exponential backoff and jitter.
+for ``stall_s`` is closed too. Either way the source reconnects with exponential backoff and jitter; the backoff
+starts afresh only after the stream stayed up for :data:`STABLE_S`, so a camera that accepts, sends a few frames and
+drops is not redialled every second.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import av
 from av.codec.hwaccel import HWAccel
@@ -38,6 +41,9 @@ log = logging.getLogger("actionstream.sources")
 
 # Every camera decodes in the device's primary CUDA context (ONNX Runtime's too), not in a context of its own.
 HW_OPTIONS: dict[str, object] = {"primary_ctx": "1"}
+STOP_S = 5.0  # a stopping camera waits this long for its thread
+SYSTEM_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
+STABLE_S = 30.0  # a stream that stayed up this long starts its reconnect backoff afresh when it drops
 # frame, stream time (s), received at: UNIX s and the same instant on the monotonic clock
 FrameSink = Callable[[av.VideoFrame, float, float, float], None]
 
@@ -71,6 +77,25 @@ def hw_device(choice: str, camera: str) -> str | None:
     return None
 
 
+def local_path(url: str) -> str | None:
+    """The file a ``file://`` URL names (percent-decoded), or None for any other URL."""
+    if url[:7].lower() != "file://":
+        return None
+    parts = urlsplit(url)
+    return unquote(parts.path) if parts.netloc in ("", "localhost") else f"//{parts.netloc}{unquote(parts.path)}"
+
+
+def tls_options(url: str, config: SourceConfig) -> dict[str, str]:
+    """FFmpeg's TLS options for an ``rtsps://`` or ``https://`` camera: the certificate is verified (against
+    ``ca_file``, else the system's CA bundle) unless ``tls_insecure``; nothing for other URLs."""
+    if not url.lower().startswith(("rtsps://", "https://")):
+        return {}
+    if config.tls_insecure:
+        return {"tls_verify": "0"}
+    ca_file = config.ca_file or next((p for p in SYSTEM_CA_FILES if Path(p).is_file()), None)
+    return {"tls_verify": "1"} | ({"ca_file": str(ca_file)} if ca_file else {})
+
+
 class _Throttle:
     """Logs the first few occurrences, then one in ``every`` (each line says which attempt it is)."""
 
@@ -94,14 +119,16 @@ class FrameSource:
     ) -> None:
         self.config, self.sink, self.metrics, self.on_reset = config, sink, metrics, on_reset
         self.next_clip_t = next_clip_t  # stream time of the frame the next clip waits for (see _Pacer)
-        self._url = config.url.get_secret_value()
-        self.redact = Redactor(self._url)
+        url = config.stream_url()
+        self.redact = Redactor(url)
+        self._url = local_path(url) or url
         self.is_file = Path(self._url).is_file()
         self.transport: str | None = None  # RTSP: the transport the stream opened with
         self.up = False
         self.finished = False  # a non-looping file reached its end
         self.last_frame_at = 0.0  # monotonic
         self._ever_up = False
+        self._up_since = 0.0  # monotonic
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
         self._throttle = _Throttle()
@@ -123,6 +150,10 @@ class FrameSource:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     # -- the thread ----------------------------------------------------------------------------------------
     def _run(self) -> None:
         attempt = 0
@@ -130,6 +161,8 @@ class FrameSource:
         while not self._stop.is_set():
             try:
                 offset = self._stream_once(offset)
+                if self._stop.is_set():
+                    break
                 if self.is_file and not self.config.loop:
                     self.finished = True
                     log.info("camera %s: end of file", self.config.name)
@@ -142,10 +175,11 @@ class FrameSource:
                 reason = str(e)
             except Exception as e:  # the thread must survive anything the source throws
                 reason = self.redact(f"{type(e).__name__}: {e}")
+            stayed_up = self._up_for()
             self._set_down()
             if self._stop.is_set():
                 break
-            attempt = 0 if self.last_frame_at and time.monotonic() - self.last_frame_at < 1.0 else attempt
+            attempt = 0 if stayed_up >= STABLE_S else attempt  # a stream that flaps keeps backing off
             attempt += 1
             delay = self._backoff(attempt)
             if self._throttle(attempt):
@@ -165,15 +199,26 @@ class FrameSource:
         return base * random.uniform(0.8, 1.2)
 
     def _open(self) -> av.container.InputContainer:
+        try:
+            return self._open_stream()
+        except av.FFmpegError as e:
+            if tls_options(self._url, self.config).get("tls_verify") == "1":  # FFmpeg says only "Input/output error"
+                hint = "is the camera's certificate trusted and for this host? cameras[].ca_file, or tls_insecure"
+                raise ConnectionError(f"{e} ({hint})") from None
+            raise
+
+    def _open_stream(self) -> av.container.InputContainer:
         cfg = self.config
         # A codec the device cannot decode (MJPEG on NVDEC, say) falls back to software inside FFmpeg.
         hw = HWAccel(self.hw_device, allow_software_fallback=True, options=HW_OPTIONS) if self.hw_device else None
         timeout = (cfg.open_timeout_s, cfg.read_timeout_s)
+        options = tls_options(self._url, cfg)
         if self._url.startswith(("rtsp://", "rtsps://")):
             transports = ["tcp", "udp"] if cfg.transport == "auto" else [cfg.transport]
             for i, transport in enumerate(transports):
                 try:
-                    container = av.open(self._url, options={"rtsp_transport": transport}, timeout=timeout, hwaccel=hw)
+                    opts = options | {"rtsp_transport": transport}
+                    container = av.open(self._url, options=opts, timeout=timeout, hwaccel=hw)
                     self.transport = transport
                     return container
                 except av.FFmpegError:
@@ -182,7 +227,7 @@ class FrameSource:
             raise AssertionError("unreachable")
         fmt = "v4l2" if self._url.startswith("/dev/video") else None
         self.transport = None
-        return av.open(self._url, format=fmt, timeout=timeout, hwaccel=hw)
+        return av.open(self._url, format=fmt, options=options, timeout=timeout, hwaccel=hw)
 
     def _stream_once(self, offset: float) -> float:
         """Decode until the stream ends; returns the stream-time offset for the next loop of a file."""
@@ -245,9 +290,14 @@ class FrameSource:
         """Sleeps ``seconds`` (if positive); True when the source was stopped meanwhile."""
         return seconds > 0 and self._stop.wait(seconds)
 
+    def _up_for(self) -> float:
+        """Seconds the stream has been up (0 while down)."""
+        return self.last_frame_at - self._up_since if self.up else 0.0
+
     def _set_up(self) -> None:
         if not self.up:
             self.up = True
+            self._up_since = time.monotonic()
             self.metrics.stream_up.labels(**self._labels).set(1)
             if self._ever_up:
                 self.metrics.stream_reconnects.labels(**self._labels).inc()
@@ -287,6 +337,7 @@ class _Pacer:
         self.mode, self.burst_s, self.next_clip_t, self.frame_s = mode, burst_s, next_clip_t, frame_s
         self.offset: float | None = None  # monotonic clock − stream time at which frames come
         self.last_fresh: float | None = None  # live: stream time of the last frame whose packet was waited for
+        self.fresh_at: float | None = None  # live: monotonic time at which that frame was read
         self.last_t: float | None = None  # stream time of the last frame seen
         self.max_wait = burst_s + 2 * frame_s
 
@@ -300,7 +351,7 @@ class _Pacer:
         last, self.last_t = self.last_t, t
         if last is not None and abs(t - last) > self.jump_s:
             self.offset = now - t if self.mode == "file" else None  # live: the next fresh frame sets it
-            self.last_fresh = None
+            self.last_fresh = self.fresh_at = None
 
     def _hold_until(self, t: float, lead: float) -> float:
         """Stream time until which frame ``t``, and those after it, may wait."""
@@ -334,11 +385,13 @@ class _Pacer:
                 self.offset = lag  # the first, or the stream's clock jumped back
             else:  # the lowest lag (jitter only ever adds some), rising 10 ms a second while none is as low
                 self.offset = min(lag, self.offset + self.CREEP * (t - last))
-            self.last_fresh = t
+            self.last_fresh, self.fresh_at = t, now
             return 0.0
         if self.offset is None:
             return 0.0
-        return max(0.0, now - (self.offset + t))
+        lag = max(0.0, now - (self.offset + t))
+        # A frame read from the buffer came after the last one the thread waited for, never before it.
+        return lag if self.fresh_at is None else min(lag, max(0.0, now - self.fresh_at))
 
 
 class Camera:
@@ -403,8 +456,18 @@ class Camera:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """Stops the source and waits for its thread, at most :data:`STOP_S` (a thread stuck opening a stream is
+        left behind: it ends with the process). Many cameras stop in parallel: this waits on the event loop, not in
+        a thread of its own."""
         self.source.stop()
-        await asyncio.to_thread(self.source.join, self.config.read_timeout_s + 5)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_S
+        while self.source.alive and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.source.alive:
+            log.warning(
+                "camera %s: its stream is still busy after %.0f s; not waiting for it", self.config.name, STOP_S
+            )
 
     async def clips(self) -> AsyncIterator[Clip]:
         """Ready clips (newest only, or every one for a consumer-paced file); ends when a non-looping file has been

@@ -16,7 +16,7 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -60,6 +60,8 @@ def _clips(args: argparse.Namespace, runtime: ModelRuntime) -> int:
                 {"start": round(max(first, clip.end - spec.span_s), 3), "end": round(clip.end, 3), "top": top}
             )
             all_scores.append(row)
+    if not all_scores:  # a damaged file whose readable part is shorter than one clip
+        _refuse(args, f"{args.video}: the frames that decode do not fill one clip of this model ({spec.span_s:.2f} s)")
     mean = np.mean(all_scores, axis=0)
     overall = [(spec.labels[k], float(mean[k])) for k in np.argsort(-mean)[: args.top_k]]
     seconds = time.perf_counter() - t0
@@ -77,6 +79,15 @@ def _clips(args: argparse.Namespace, runtime: ModelRuntime) -> int:
         frames = annotate(Path(args.video), args.annotate, [(w["end"], w["top"]) for w in timeline])
         print(f"wrote {args.annotate} ({frames} frames)")
     return 0
+
+
+def _refuse(args: argparse.Namespace, reason: str) -> NoReturn:
+    """Stop with one clear error (exit 2); the ``--json`` report, if asked for, says the same."""
+    if args.json:
+        args.json.write_text(
+            json.dumps({"video": str(args.video), "model": str(args.model), "error": reason}, indent=1)
+        )
+    raise VideoError(reason)
 
 
 def key_times(args: argparse.Namespace, first: float, last: float) -> tuple[list[float], Proposals | None]:

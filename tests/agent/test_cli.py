@@ -50,3 +50,38 @@ def test_infer_on_a_damaged_file_scores_the_part_that_decodes(shared_data, tiny_
     span = read_spec(open_session(tiny_model), str(tiny_model)).span_s
     expected = np.arange(float(decoded.min()) + span, float(promised[len(decoded)]), 0.1)
     assert ends == [round(float(e), 3) for e in expected] and ends
+
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+
+
+@pytest.fixture(scope="module")
+def arch_models(tmp_path_factory, tiny_model) -> dict[str, Path]:
+    """A tiny random-weight export of each arch family, with its own clip span (TSN: a 4 s window)."""
+    from export import to_onnx
+
+    work = tmp_path_factory.mktemp("archs")
+    labels = work / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    small = ["--depth", "18", "--width", "8", "--size", "32", "--labels", str(labels)]
+    models = {"slowfast_r50_4x16": tiny_model}
+    for arch in ("tsn_r50", "i3d_r50", "slowonly_r50_8x8"):
+        out = work / f"{arch}.onnx"
+        assert to_onnx.main(["--arch", arch, *small, "--out", str(out)]) == 0
+        models[arch] = out
+    return models
+
+
+def test_infer_on_every_real_video_with_every_arch_never_ends_in_a_traceback(shared_data, arch_models, capsys):
+    """Each real video of the shared data (rotated, VFR, AVI, damaged, GIF, a few frames) through each arch's window:
+    a timeline (exit 0) or one clear error line (exit 2), never an exception."""
+    videos = sorted(p for p in shared_data.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    assert len(videos) >= 10
+    outcomes = {}
+    for video in videos:
+        for arch, model in arch_models.items():
+            code = main(["infer", str(video), "--model", str(model), "--top-k", "1"])
+            err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+            outcomes[(video.name, arch)] = code
+            assert code == 0 or (code == 2 and len(err) == 1 and str(video) in err[0]), (video, arch, code, err)
+    assert sum(code == 0 for code in outcomes.values()) >= len(outcomes) // 2

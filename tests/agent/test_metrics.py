@@ -42,7 +42,16 @@ def exercised() -> Metrics:
     m.mqtt_connected.set(1)
     m.mqtt_queued_messages.set(0)
     m.queue_depth.labels(stage="inference:kinetics").set(0)
+    m.model_up.labels(**model).set(1)
+    m.inference_failures.labels(**model).inc(0)
+    m.mqtt_dropped_messages.labels(reason="queue_full").inc(0)
     return m
+
+
+def test_exercised_covers_every_metric():
+    """Every metric the agent defines has a sample here (so the checks below and the alerts' see all of them)."""
+    empty = [f.name for f in exercised().registry.collect() if not f.samples]
+    assert not empty, f"metrics without a sample in exercised(): {empty}"
 
 
 def promtool_check(exposition: bytes) -> subprocess.CompletedProcess:

@@ -194,12 +194,17 @@ def tiny_onnx(
     output_name: str = "scores",
     output_type: int = TensorProto.FLOAT,
     metadata: str | None = None,
+    batch: int | str = "N",
+    fail_above: int | None = None,
 ) -> Path:
-    """uint8 clip(s) [N, T, size, size, 3] → Cast → ReduceMean over T, H, W → [N, 3] → MatMul → Softmax → [N, K]."""
+    """uint8 clip(s) [N, T, size, size, 3] → Cast → ReduceMean over T, H, W → [N, 3] → MatMul → Softmax → [N, K].
+
+    ``batch``: the batch dimension (an int fixes it). ``fail_above``: every run whose clips hold a pixel value above
+    it fails (a Reshape that cannot be done), as a model with a sticky runtime error would; dark clips run."""
     nodes, graph_inputs = [], []
     means = []
     for name, frames in inputs:
-        graph_inputs.append(helper.make_tensor_value_info(name, input_type, ["N", frames, size, size, 3]))
+        graph_inputs.append(helper.make_tensor_value_info(name, input_type, [batch, frames, size, size, 3]))
         nodes.append(helper.make_node("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT))
         nodes.append(helper.make_node("ReduceMean", [f"{name}_f", "axes"], [f"{name}_m"], keepdims=0))
         means.append(f"{name}_m")
@@ -209,18 +214,34 @@ def tiny_onnx(
         summed = "summed"
     weight = np.linspace(-0.05, 0.05, 3 * classes, dtype=np.float32).reshape(3, classes)
     nodes.append(helper.make_node("MatMul", [summed, "weight"], ["logits"]))
+    extra = []
+    if fail_above is not None:
+        first = f"{inputs[0][0]}_f"
+        nodes += [
+            helper.make_node("ReduceMax", [first], ["brightest"], keepdims=0),
+            helper.make_node("Greater", ["brightest", "fail_above"], ["bright"]),
+            helper.make_node("Where", ["bright", "bad_shape", "good_shape"], ["shape"]),
+            helper.make_node("Reshape", ["logits", "shape"], ["checked"]),
+        ]
+        extra = [
+            numpy_helper.from_array(np.array(fail_above, dtype=np.float32), "fail_above"),
+            numpy_helper.from_array(np.array([-1, classes + 1], dtype=np.int64), "bad_shape"),
+            numpy_helper.from_array(np.array([-1, classes], dtype=np.int64), "good_shape"),
+        ]
+    logits = "checked" if fail_above is not None else "logits"
     if output_type == TensorProto.FLOAT:
-        nodes.append(helper.make_node("Softmax", ["logits"], [output_name], axis=1))
+        nodes.append(helper.make_node("Softmax", [logits], [output_name], axis=1))
     else:
-        nodes.append(helper.make_node("Cast", ["logits"], [output_name], to=output_type))
+        nodes.append(helper.make_node("Cast", [logits], [output_name], to=output_type))
     graph = helper.make_graph(
         nodes,
         "tiny",
         graph_inputs,
-        [helper.make_tensor_value_info(output_name, output_type, ["N", classes])],
+        [helper.make_tensor_value_info(output_name, output_type, [batch, classes])],
         initializer=[
             numpy_helper.from_array(np.array([1, 2, 3], dtype=np.int64), "axes"),
             numpy_helper.from_array(weight, "weight"),
+            *extra,
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)

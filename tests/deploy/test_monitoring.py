@@ -86,13 +86,19 @@ def test_alert_metrics_exist():
 
 
 def test_alerts_fire(tmp_path):
-    """promtool's rule unit tests: a camera without frames and an agent off the broker raise their alerts."""
+    """promtool's rule unit tests: a camera without frames, an agent off the broker, a model that keeps failing and
+    inference that stalls while streams are up raise their alerts."""
     (tmp_path / "alerts.yml").write_text(ALERTS.read_text())
+    agent = "job='actionstream',instance='agent:9108'"
     series = [
         {"series": 'actionstream_stream_up{job="actionstream",instance="agent:9108",camera="dock1"}', "values": "0x20"},
         {"series": 'actionstream_stream_up{job="actionstream",instance="agent:9108",camera="lobby"}', "values": "1x20"},
         {"series": 'actionstream_mqtt_connected{job="actionstream",instance="agent:9108"}', "values": "1 1 0x18"},
         {"series": 'up{job="actionstream",instance="agent:9108"}', "values": "1x20"},
+        {"series": f"actionstream_model_up{{{agent},model='kinetics'}}", "values": "1 1 0x18"},
+        {"series": f"actionstream_model_up{{{agent},model='ava'}}", "values": "1x20"},
+        # clips inferred until minute 5, then none, while a stream stays up
+        {"series": f"actionstream_clips_inferred_total{{{agent},model='kinetics'}}", "values": "0+60x5 300x15"},
     ]
     tests = {
         "rule_files": ["alerts.yml"],
@@ -131,6 +137,36 @@ def test_alerts_fire(tmp_path):
                         ],
                     },
                     {"eval_time": "10m", "alertname": "ActionstreamAgentDown", "exp_alerts": []},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "ActionstreamModelFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": "actionstream",
+                                    "instance": "agent:9108",
+                                    "model": "kinetics",
+                                },
+                                "exp_annotations": {
+                                    "summary": "model kinetics: its runs keep failing (its cameras' actions were ended)"
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "8m", "alertname": "ActionstreamInferenceStalled", "exp_alerts": []},
+                    {
+                        "eval_time": "16m",
+                        "alertname": "ActionstreamInferenceStalled",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical", "instance": "agent:9108"},
+                                "exp_annotations": {
+                                    "summary": "agent agent:9108: streams are up but no clip was inferred for 5 minutes"
+                                },
+                            }
+                        ],
+                    },
                 ],
             }
         ],

@@ -29,6 +29,7 @@ ITEMS = {
     5: "property-based tests",
     6: "security",
     7: "soak",
+    8: "deployment failure paths",
 }
 
 
