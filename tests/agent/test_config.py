@@ -18,11 +18,11 @@ def _base(**camera) -> dict:
 
 
 def test_example_config_is_valid(monkeypatch):
-    monkeypatch.setenv("DOCK1_PASSWORD", "hunter2")
+    monkeypatch.setenv("DOCK1_PASSWORD", "hun#ter2")
     config = load_config(ROOT / "config.example.yaml")
     assert [c.name for c in config.cameras] == ["dock1", "lobby"]
-    assert config.cameras[0].url.get_secret_value() == "rtsp://viewer:hunter2@192.0.2.10:554/stream1"
-    assert "hunter2" not in repr(config)
+    assert config.cameras[0].stream_url() == "rtsp://viewer:hun%23ter2@192.0.2.10:554/stream1"
+    assert "hun#ter2" not in repr(config) and "hun%23ter2" not in repr(config)
     assert config.events_of(config.cameras[0]).threshold == 0.6
     assert config.model_of(config.cameras[1]) == "kinetics"
 
@@ -157,3 +157,23 @@ def test_run_with_metrics_port_taken_is_one_error_line(tmp_path, capsys, tiny_mo
         assert cli(["run", "-c", str(_write(tmp_path, data))]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err and "in use" in err.lower()
+
+
+def test_username_and_password_go_into_the_url_encoded():
+    config = parse_config(_base(url="rtsp://h:554/s", username="ad min", password="p@ss/w#rd?%"))
+    assert config.cameras[0].stream_url() == "rtsp://ad%20min:p%40ss%2Fw%23rd%3F%25@h:554/s"
+    assert "p@ss" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("camera", "message"),
+    [
+        ({"username": "u", "password": "p"}, "has user info already"),  # _base's url carries u:pw@
+        ({"url": "rtsp://h/s", "password": "p"}, "password is set without username"),
+        ({"url": "/videos/a.mp4", "username": "u"}, "need a network URL"),
+    ],
+)
+def test_username_and_password_mistakes_are_one_clear_error(camera, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        parse_config(_base(**camera))
+    assert "cameras.0" in str(error.value) and "pw" not in str(error.value)
