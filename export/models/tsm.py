@@ -23,14 +23,14 @@ class TemporalShift(nn.Module):
         self.net, self.segments, self.shift_div = net, segments, shift_div
 
     def forward(self, x: Tensor) -> Tensor:
-        n, c, h, w = x.shape
+        _, c, h, w = x.shape
         x = x.reshape(-1, self.segments, c, h * w)
         fold = c // self.shift_div
-        zeros = torch.zeros_like(x[:, :1, :fold])
+        zeros = x[:, :1, :fold] * 0  # computed, not a shape-dependent constant: no shape ops in the graph
         back = torch.cat((x[:, 1:, :fold], zeros), dim=1)  # segment t gets channels [0, fold) of t + 1
         forward = torch.cat((zeros, x[:, :-1, fold : 2 * fold]), dim=1)  # [fold, 2 fold) of t - 1
         x = torch.cat((back, forward, x[:, :, 2 * fold :]), dim=2)
-        return self.net(x.reshape(n, c, h, w))
+        return self.net(x.reshape(-1, c, h, w))
 
 
 class ResNetTSM(ResNet2d):
