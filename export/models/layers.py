@@ -62,7 +62,9 @@ def conv3d_bn(
 class Conv2plus1d(nn.Module):
     """MMAction2's ``Conv2plus1d``: a ``(1, k, k)`` spatial convolution to ``mid`` channels, BatchNorm (``bn_s``),
     ReLU, then a ``(t, 1, 1)`` temporal one. ``mid`` is the R(2+1)D paper's parameter-matching width, with the
-    temporal kernel taken as 3 whatever it is (MMAction2's formula, also for the 1x1x1 shortcuts)."""
+    temporal kernel taken as 3 whatever it is (MMAction2's formula, also for the 1x1x1 shortcuts). ``bn_s`` keeps
+    the default eps (1e-5) whatever the model's BatchNorms have: MMAction2's ``ConvModule`` does not hand its
+    ``norm_cfg`` to the convolution it builds."""
 
     def __init__(
         self, cin: int, cout: int, kernel: tuple[int, int, int], *, stride: tuple[int, int, int], eps: float = 1e-5
@@ -90,4 +92,4 @@ def conv2plus1d_bn(
     relu: bool = True,
     eps: float = 1e-5,
 ) -> ConvBN:
-    return ConvBN(Conv2plus1d(cin, cout, kernel, stride=stride, eps=eps), relu=relu, eps=eps)
+    return ConvBN(Conv2plus1d(cin, cout, kernel, stride=stride), relu=relu, eps=eps)

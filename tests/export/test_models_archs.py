@@ -77,7 +77,7 @@ def test_r2plus1d_factorises_every_convolution():
     assert isinstance(stem, Conv2plus1d)
     # MMAction2's middle width: int(3 * 3 * 64 * 49 / (3 * 49 + 3 * 64)) = 83
     assert stem.conv_s.weight.shape == (83, 3, 1, 7, 7) and stem.conv_t.weight.shape == (64, 83, 3, 1, 1)
-    assert stem.bn_s.eps == model.backbone.conv1.bn.eps == 1e-3
+    assert (stem.bn_s.eps, model.backbone.conv1.bn.eps) == (1e-5, 1e-3)  # MMAction2's: the inner BN keeps 1e-5
     shortcut = model.backbone.layer2[0].downsample.conv  # 1x1x1, temporal and spatial stride 2
     assert (shortcut.conv_s.stride, shortcut.conv_t.stride) == ((1, 2, 2), (2, 1, 1))
     x = torch.randn(1, 3, 8, 64, 64)
