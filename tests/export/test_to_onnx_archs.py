@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +23,14 @@ import pytest
 import torch
 import torchvision
 
+from agent import cli
 from agent.spec import ModelSpec, load_spec
+from agent.video import frame_times, read_clips
 from export import to_onnx
 from export.checkpoints import load_weights, read_checkpoint, save_checkpoint
 from export.models import ARCHS, build_model
 from tests.export.test_models_archs import randomised_torchvision_s3d
+from tests.videos import pattern_video
 
 SIZE = 64
 LABELS = ["a", "b", "c", "d", "e"]
@@ -262,3 +266,35 @@ def test_torchvision_s3d_checkpoint_exports_as_it_is(exports):
         theirs = torch.softmax(((logits[:, :, 1:] + logits[:, :, :-1]) / 2).mean(dim=2), dim=1).numpy()
     assert np.ptp(theirs, axis=1).min() > 0.05
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+# --- live: the agent runs the exports -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return pattern_video(tmp_path_factory.mktemp("video") / "testsrc.mp4", 6, "160x120", 15, "testsrc")
+
+
+@pytest.mark.parametrize("arch", ["tsm_r50_1x1x8", "x3d_s_13x6x1"])
+def test_actionstream_infer_runs_the_export_with_its_sampling(exports, video, tmp_path, arch):
+    """``actionstream infer`` on a generated video: windows of the spec's span every 0.5 s, each scored as the model
+    scores the clip the agent assembles for it (TSM: 4 segments over 2 s; X3D-S: 13 frames 6/30 s apart)."""
+    done = exports(arch)
+    out = tmp_path / "timeline.json"
+    assert cli.main(["infer", str(video), "--model", str(done.path), "--every", "0.5", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    spec = load_spec(done.path)
+    assert report["arch"] == arch and spec.span_s == pytest.approx({"tsm_r50_1x1x8": 2.0, "x3d_s_13x6x1": 2.6}[arch])
+    times = frame_times(video)
+    first, last = float(times.min()), float(times.max())
+    ends = list(np.arange(first + spec.span_s, last + 1e-6, 0.5))
+    assert [w["end"] for w in report["timeline"]] == [round(float(e), 3) for e in ends] and len(ends) >= 6
+    session = onnxruntime.InferenceSession(str(done.path), providers=["CPUExecutionProvider"])
+    clips = read_clips(video, spec, [float(e) for e in ends])
+    for clip, window in zip(clips, report["timeline"], strict=True):
+        frames = clip.inputs["clip"]
+        assert frames.shape == (spec.inputs[0].frames, spec.size, spec.size, 3)
+        scores = session.run(["scores"], {"clip": frames[None]})[0][0]
+        label, score = window["top"][0]
+        assert label == spec.labels[int(np.argmax(scores))] and score == pytest.approx(float(scores.max()), abs=1e-5)
