@@ -42,13 +42,15 @@ def to_model_rgb(
     interpolation: Interpolation = DEFAULT_INTERPOLATION,
     reformatter: VideoReformatter | None = None,
     threads: int = 0,
+    resize_to: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """``[size, size, 3]`` uint8 RGB, upright, resized and centre-cropped (a view of swscale's output); with
-    ``size`` None the whole resized frame (person models: ``crop: none``). ``threads``: swscale's (0: one per core);
-    the pixels do not depend on it."""
+    ``size`` None the whole resized frame (person models: ``crop: none``). ``resize_to`` (width, height): resize
+    the upright frame to exactly that instead of its short side to ``resize_short`` (the spec's ``resize_to``).
+    ``threads``: swscale's (0: one per core); the pixels do not depend on it."""
     turns = quarter_turns(frame)
     width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)  # as displayed
-    w, h = resized_size(width, height, resize_short)
+    w, h = resize_to or resized_size(width, height, resize_short)
     sw, sh = (h, w) if turns % 2 else (w, h)  # as stored
     rgb = resized_rgb(frame, sw, sh, interpolation=interpolation, reformatter=reformatter, threads=threads)
     if turns:

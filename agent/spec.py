@@ -85,6 +85,11 @@ class ModelSpec(BaseModel):
         "none: resize the short side to resize_short (= size) and keep the whole frame (H, W follow its shape)",
     )
     label_ids: list[int] | None = Field(default=None, description="dataset class ids of the labels (AVA label map)")
+    resize_to: tuple[int, int] | None = Field(
+        default=None,
+        description="(width, height) every frame is resized to, aspect ratio not kept, before the centre crop "
+        "(torchvision's video transforms); null: resize the short side to resize_short",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -107,6 +112,8 @@ class ModelSpec(BaseModel):
             raise ValueError("labels must be unique")
         if self.crop == "none" and self.size != self.resize_short:
             raise ValueError(f"crop 'none' keeps the whole frame: size ({self.size}) must equal resize_short")
+        if self.resize_to is not None and (self.crop == "none" or min(self.resize_to) < self.size):
+            raise ValueError(f"resize_to {list(self.resize_to)} needs crop 'centre' and sides >= size ({self.size})")
         if self.multilabel and self.output.activation == "softmax":
             raise ValueError("a multilabel model cannot have a softmax output")
         if self.label_ids is not None and (

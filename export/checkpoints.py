@@ -25,6 +25,8 @@ BOOKKEEPING_MODULES = ("numpy", "mmengine", "mmcv", "mmaction", "collections", "
 IGNORED_PREFIXES = ("data_preprocessor.",)
 # The classifier: recognizers' ``cls_head``, AVA detectors' ``roi_head.bbox_head`` (MMAction2 key names).
 HEAD_PREFIXES = ("cls_head.", "roi_head.bbox_head.")
+# Its last layer, whose rows are the classes (``fc2``: X3D's head, after ``fc1``).
+CLASSIFIER_KEYS = ("cls_head.fc_cls.weight", "cls_head.fc2.weight", "roi_head.bbox_head.fc_cls.weight")
 
 
 @dataclass
@@ -38,10 +40,15 @@ class Checkpoint:
 
     @property
     def num_classes(self) -> int | None:
-        for prefix in HEAD_PREFIXES:
-            if (w := self.state_dict.get(f"{prefix}fc_cls.weight")) is not None:
-                return int(w.shape[0])
-        return None
+        return classes_of(self.state_dict)
+
+
+def classes_of(state: dict[str, torch.Tensor]) -> int | None:
+    """Rows of the classifier's weight in ``state`` (None without a known classifier key)."""
+    for key in CLASSIFIER_KEYS:
+        if (w := state.get(key)) is not None:
+            return int(w.shape[0])
+    return None
 
 
 def _stand_in(qualified: str) -> type:
@@ -132,15 +139,17 @@ def _tensors(state: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, ckpt: Checkpoint, *, reset_head: bool = False) -> None:
     """Load strictly; with ``reset_head`` the checkpoint's head (``cls_head.*``, ``roi_head.bbox_head.*``) is
-    dropped (fine-tuning recipe)."""
+    dropped (fine-tuning recipe). A model with an ``adapt_state_dict`` method (S3D) first renames foreign keys
+    (torchvision's) to its own."""
     state = dict(ckpt.state_dict)
+    if (adapt := getattr(model, "adapt_state_dict", None)) is not None:
+        state = adapt(state)
     own = model.state_dict()
     if reset_head:
         state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
         own = {k: v for k, v in own.items() if not k.startswith(HEAD_PREFIXES)}
     else:
-        head = next(f"{p}fc_cls.weight" for p in HEAD_PREFIXES if f"{p}fc_cls.weight" in own)
-        theirs, ours = ckpt.num_classes, own[head].shape[0]
+        theirs, ours = classes_of(state), classes_of(own)
         if theirs is not None and theirs != ours:
             raise CheckpointError(
                 f"{ckpt.path}: checkpoint has {theirs} classes (fc_cls.weight) but the model has {ours}; "

@@ -7,6 +7,9 @@ The graph takes uint8 NTHWC RGB clips, normalises them and permutes inside, and 
 ``actionstream.spec`` metadata carries labels, sampling and preprocessing. After export, ONNX Runtime is run
 against PyTorch on the same input and the export fails if they disagree.
 
+Each arch brings its config's sampling (frames, interval; 2D models: ``--segments`` over ``--window-s``), test
+crop (``--size`` scales it: the resize follows in proportion), mean and std; docs/models.md lists them.
+
 Person (AVA-style) models (``--arch ava_...``) also take ``boxes`` [M, 4] (x1, y1, x2, y2 normalised to the whole
 frame) and ``box_batch`` [M] and return sigmoid ``scores`` [M, labels]; ``--labels`` is then an AVA label map
 (``id: name`` lines) naming the head outputs to keep, and frames keep their aspect ratio (no crop).
@@ -52,6 +55,9 @@ AVA_CLASSES = 81  # MMAction2's AVA heads: class 0 is background, 1..80 the AVA 
 class ClipsToScores(nn.Module):
     """uint8 ``[N, T, H, W, 3]`` clip(s) → probabilities ``[N, K]``; the graph the agent runs."""
 
+    mean: Tensor  # buffers
+    std: Tensor
+
     def __init__(
         self, model: nn.Module, kind: str, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, fp16: bool = False
     ) -> None:
@@ -75,7 +81,7 @@ class ClipsBoxesToScores(ClipsToScores):
     sigmoid probabilities ``[M, len(label_ids)]``: column k is head output ``label_ids[k]``."""
 
     def __init__(self, model: nn.Module, kind: str, label_ids: list[int], *, fp16: bool = False) -> None:
-        super().__init__(model, kind, fp16=fp16)
+        super().__init__(model, kind, fp16=fp16)  # AVA configs: ImageNet mean and std
         self.register_buffer("label_ids", torch.tensor(label_ids, dtype=torch.int64))
 
     def forward(self, *inputs: Tensor) -> Tensor:
@@ -171,8 +177,12 @@ def export(args: argparse.Namespace) -> float:
     if args.arch not in ALL_ARCHS:
         raise ExportError(f"--arch: unknown arch {args.arch!r}; expected one of: {', '.join(ALL_ARCHS)}")
     person = args.arch in PERSON_ARCHS
+    arch = ALL_ARCHS[args.arch]
+    geometry = arch.geometry(args.size)
     if args.size is None:
-        args.size = 256 if person else 224
+        args.size = 256 if person else geometry.size
+    if args.segments is None:
+        args.segments = arch.segments
     for flag, value, low in (("--segments", args.segments, 1), ("--size", args.size, 32), ("--opset", args.opset, 18)):
         if value < low:
             raise ExportError(f"{flag}: must be at least {low}, got {value}")
@@ -180,12 +190,20 @@ def export(args: argparse.Namespace) -> float:
         if value <= 0:
             raise ExportError(f"{flag}: must be positive, got {value}")
 
+    for flag, name, value in (("--depth", "depth", args.depth), ("--width", "width", args.width)):
+        if value and not arch.takes(name):
+            raise ExportError(f"{flag}: {args.arch} has no {name} to set")
+
     ckpt = read_checkpoint(args.checkpoint) if args.checkpoint else None
     model_args = dict(ckpt.model_args) if ckpt else {}
     if args.depth:
         model_args["depth"] = args.depth
     if args.width:
         model_args["width"] = args.width
+    if arch.takes("segments"):  # TSM: the backbone is built for the segment count it is fed
+        model_args["segments"] = args.segments
+    if arch.takes("size"):  # C3D: fc6 takes the flattened features of the crop
+        model_args["size"] = args.size
     if person:
         num_classes = args.num_classes or model_args.get("num_classes") or (ckpt and ckpt.num_classes) or AVA_CLASSES
     else:
@@ -213,25 +231,21 @@ def export(args: argparse.Namespace) -> float:
     else:
         step("no --checkpoint: exporting RANDOM weights (fine for tests, useless for recognition)")
 
-    # Person models follow MMAction2's AVA test pipeline: Resize(scale=(-1, size)), the whole frame, no crop.
-    person_fields = {"task": "person", "multilabel": True, "crop": "none", "label_ids": label_ids}
-    spec = ModelSpec(
-        arch=args.arch,
-        labels=labels,
-        inputs=model_inputs(args.arch, segments=args.segments, window_s=args.window_s, fps=args.fps),
+    spec = clip_spec(
+        args.arch,
+        labels,
+        label_ids=label_ids,
         size=args.size,
-        resize_short=args.size if person else round(args.size * 256 / 224),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        output=OutputSpec(activation="sigmoid" if person else "softmax"),
+        segments=args.segments,
+        window_s=args.window_s,
+        fps=args.fps,
         source=SourceSpec(
             checkpoint_sha256=sha256_of(ckpt.path) if ckpt else None, exported_by=f"actionstream {__version__}"
         ),
-        **(person_fields if person else {}),
     )
-    kind = ALL_ARCHS[args.arch].kind
+    kind = arch.kind
     exported = copy.deepcopy(model).half() if args.fp16 else model  # the fp32 model stays the reference
-    graph = _graph(exported, kind, label_ids, fp16=args.fp16).eval()
+    graph = _graph(exported, kind, label_ids, fp16=args.fp16, mean=spec.mean, std=spec.std).eval()
     step(f"exporting to {args.out} (opset {args.opset}{', fp16' if args.fp16 else ''})")
     _write_onnx(graph, spec, args.out, args.opset)
 
@@ -244,7 +258,7 @@ def export(args: argparse.Namespace) -> float:
     else:
         feeds = real_looking_clips(spec, batch=3)
     with torch.no_grad():
-        reference = _graph(model, kind, label_ids).eval()(*feeds).numpy()
+        reference = _graph(model, kind, label_ids, mean=spec.mean, std=spec.std).eval()(*feeds).numpy()
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
@@ -258,9 +272,55 @@ def export(args: argparse.Namespace) -> float:
     return delta
 
 
-def _graph(model: nn.Module, kind: str, label_ids: list[int] | None, *, fp16: bool = False) -> ClipsToScores:
+def clip_spec(
+    arch: str,
+    labels: list[str],
+    *,
+    label_ids: list[int] | None = None,
+    size: int | None = None,
+    segments: int | None = None,
+    window_s: float = 4.0,
+    fps: float = 30.0,
+    source: SourceSpec | None = None,
+) -> ModelSpec:
+    """The spec an export of ``arch`` gets: its sampling, test geometry (``size``: another crop, the resize scaled
+    in proportion), mean and std."""
+    source = source or SourceSpec(exported_by=f"actionstream {__version__}")
+    segments = segments or ALL_ARCHS[arch].segments
+    inputs = model_inputs(arch, segments=segments, window_s=window_s, fps=fps)
+    if arch in PERSON_ARCHS:  # MMAction2's AVA test pipeline: Resize(scale=(-1, size)), the whole frame, no crop
+        size = size or 256
+        return ModelSpec(
+            arch=arch, labels=labels, inputs=inputs, size=size, resize_short=size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            output=OutputSpec(activation="sigmoid"), source=source, task="person", multilabel=True, crop="none",
+            label_ids=label_ids,
+        )  # fmt: skip
+    a = ALL_ARCHS[arch]
+    geometry = a.geometry(size)
+    return ModelSpec(
+        arch=arch,
+        labels=labels,
+        inputs=inputs,
+        size=geometry.size,
+        resize_short=geometry.resize_short,
+        resize_to=geometry.resize_to,
+        mean=a.mean,
+        std=a.std,
+        source=source,
+    )
+
+
+def _graph(
+    model: nn.Module,
+    kind: str,
+    label_ids: list[int] | None,
+    *,
+    fp16: bool = False,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+) -> ClipsToScores:
     if label_ids is None:
-        return ClipsToScores(model, kind, fp16=fp16)
+        return ClipsToScores(model, kind, mean=mean, std=std, fp16=fp16)
     return ClipsBoxesToScores(model, kind, label_ids, fp16=fp16)
 
 
@@ -292,6 +352,7 @@ def _write_onnx(graph: nn.Module, spec: ModelSpec, out: Path, opset: int) -> Non
             dynamic_shapes=(tuple(dims),),  # forward(*inputs): one varargs entry
             verbose=False,
         )
+    assert program is not None  # dynamo=True always gives the program
     proto = program.model_proto
     for node in proto.graph.node:  # the exporter's provenance (stack traces with local paths) stays here
         del node.metadata_props[:]
@@ -323,12 +384,18 @@ def parser() -> argparse.ArgumentParser:
         help="text file, one label per line, in class order; person (ava_*) models: an AVA label map ('id: name')",
     )
     p.add_argument("--out", type=Path, required=True, help="output .onnx file")
-    p.add_argument("--segments", type=int, default=8, help="TSN: frames (segments) per clip (default 8)")
-    p.add_argument("--window-s", type=float, default=4.0, help="TSN: seconds the segments span (default 4)")
+    p.add_argument(
+        "--segments", type=int, help="TSN/TSM: frames (segments) per clip (default: the arch's, 8; tsm_r50_1x1x16: 16)"
+    )
+    p.add_argument("--window-s", type=float, default=4.0, help="TSN/TSM: seconds the segments span (default 4)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of the training data (Kinetics: 30)")
-    p.add_argument("--size", type=int, help="crop size in pixels (default 224); person models: short side (256)")
-    p.add_argument("--depth", type=int, choices=(18, 34, 50, 101), help="ResNet depth (default 50)")
-    p.add_argument("--width", type=int, help="base channels (default 64)")
+    p.add_argument(
+        "--size",
+        type=int,
+        help="crop size in pixels (default: the arch's test crop, 224 for most); person models: short side (256)",
+    )
+    p.add_argument("--depth", type=int, choices=(18, 34, 50, 101, 152), help="ResNet depth (default: the arch's)")
+    p.add_argument("--width", type=int, help="base channels (default: the arch's, 64 for ResNets)")
     p.add_argument("--reset-head", action="store_true", help="drop the checkpoint's head (class count differs)")
     p.add_argument("--fp16", action="store_true", help="half-precision weights and compute (scores stay float32)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")

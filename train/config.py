@@ -14,8 +14,9 @@ change the batch, scale the learning rate linearly (``lr_new = lr × batch_new /
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -50,11 +51,17 @@ class DataConfig(_Base):
 
 class ModelConfig(_Base):
     arch: str = Field("slowonly_r50_8x8", description=f"one of: {', '.join(ARCHS)}")
-    depth: Literal[18, 34, 50, 101] = Field(50, description="ResNet depth")
-    width: int = Field(64, ge=1, description="base channels (64 in MMAction2)")
+    depth: Literal[18, 34, 50, 101, 152] | None = Field(
+        None, description="ResNet depth (default: the arch's, 50 for most; archs without one: none)"
+    )
+    width: int | None = Field(
+        None, ge=1, description="base channels (default: the arch's: 64 in MMAction2's ResNets, 24 in X3D)"
+    )
     dropout: float | None = Field(None, ge=0, lt=1, description="head dropout (default: the arch's)")
-    size: int = Field(224, ge=32, description="square crop fed to the model, pixels")
-    resize_short: int | None = Field(None, description="short side before cropping (default: size × 256 / 224)")
+    size: int | None = Field(None, ge=32, description="square crop fed to the model, pixels (default: the arch's)")
+    resize_short: int | None = Field(
+        None, description="short side before cropping (default: the arch's test resize for this size, e.g. 256/224)"
+    )
 
     @field_validator("arch")
     @classmethod
@@ -63,18 +70,45 @@ class ModelConfig(_Base):
             raise ValueError(f"unknown arch {v!r}; expected one of: {', '.join(ARCHS)}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _arch_defaults(cls, data: Any) -> Any:
+        """Depth, width and crop the arch's builder and config have, where not given (so they are stored)."""
+        if not isinstance(data, dict) or data.get("arch", "slowonly_r50_8x8") not in ARCHS:
+            return data
+        arch = ARCHS[data.get("arch", "slowonly_r50_8x8")]
+        defaults = {k: p.default for k, p in inspect.signature(arch.build).parameters.items()}
+        data = dict(data)
+        for knob in ("depth", "width"):
+            if data.get(knob) is None and knob in defaults:
+                data[knob] = defaults[knob]
+        if data.get("size") is None:
+            data["size"] = arch.geometry().size
+        return data
+
     @model_validator(mode="after")
-    def _resize_not_smaller(self) -> ModelConfig:
+    def _check(self) -> ModelConfig:
+        for knob in ("depth", "width"):
+            if getattr(self, knob) is not None and not ARCHS[self.arch].takes(knob):
+                raise ValueError(f"{self.arch} has no {knob} to set")
         if self.resize_short is not None and self.resize_short < self.size:
             raise ValueError(f"resize_short ({self.resize_short}) must be >= size ({self.size})")
         return self
 
     @property
     def short_side(self) -> int:
-        return self.resize_short or round(self.size * 256 / 224)
+        return self.resize_short or ARCHS[self.arch].geometry(self.size).resize_short
+
+    @property
+    def resize_to(self) -> tuple[int, int] | None:
+        """The arch's fixed (width, height) resize for this crop (S3D), unless ``resize_short`` is set."""
+        return None if self.resize_short else ARCHS[self.arch].geometry(self.size).resize_to
 
     def model_args(self, num_classes: int) -> dict:
         args = {"num_classes": num_classes, "depth": self.depth, "width": self.width}
+        args = {k: v for k, v in args.items() if v is not None}
+        if ARCHS[self.arch].takes("size"):  # C3D: fc6 follows the crop
+            args["size"] = self.size
         return args if self.dropout is None else {**args, "dropout": self.dropout}
 
 
@@ -86,7 +120,9 @@ class SamplingConfig(_Base):
         "arch's, which is what export/to_onnx.py writes into the spec",
     )
     interval: int | None = Field(None, ge=1, description="3D: frame_interval; default: the arch's")
-    segments: int = Field(8, ge=1, description="2D (TSN): segments, one frame each")
+    segments: int | None = Field(
+        None, ge=1, description="2D (TSN, TSM): segments, one frame each (default: the arch's, 8; tsm_r50_1x1x16: 16)"
+    )
     test_clips: int = Field(1, ge=1, description="3D: clips per video at validation, scores averaged")
     repeats: int = Field(
         1,
@@ -154,6 +190,16 @@ class TrainConfig(_Base):
         if self.data.cache and self.num_workers:
             raise ValueError("data.cache keeps frames in the main process: set num_workers to 0 (or leave it unset)")
         return self
+
+    @property
+    def segments(self) -> int:
+        """2D models' segments: the configured ones, else the arch's."""
+        return self.sampling.segments or ARCHS[self.model.arch].segments
+
+    def model_args(self, num_classes: int) -> dict:
+        """What the model is built with (and checkpoints store): the model's knobs, and TSM's segment count."""
+        args = self.model.model_args(num_classes)
+        return args | {"segments": self.segments} if ARCHS[self.model.arch].takes("segments") else args
 
     @property
     def workers(self) -> int:

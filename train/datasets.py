@@ -149,9 +149,12 @@ def count_frames(path: Path) -> int:
         return sum(1 for _ in container.decode(stream))
 
 
-def read_video_frames(path: Path, indices: np.ndarray, short_side: int | None = None) -> np.ndarray:
+def read_video_frames(
+    path: Path, indices: np.ndarray, short_side: int | None = None, resize_to: tuple[int, int] | None = None
+) -> np.ndarray:
     """uint8 RGB ``[len(indices), H, W, 3]`` for 0-based ``indices``; decodes from the start up to the largest
-    one only. With ``short_side`` swscale resizes while converting (bilinear, mmcv rounding — the agent's path).
+    one only. With ``short_side`` swscale resizes while converting (bilinear, mmcv rounding — the agent's path);
+    with ``resize_to`` (width, height) it resizes to exactly that (a spec's ``resize_to``: S3D).
     Indices past the last decodable frame get the last frame (files whose header over-counts)."""
     wanted = np.asarray(indices, dtype=np.int64)
     targets, last_needed = set(wanted.tolist()), int(wanted.max())
@@ -161,7 +164,7 @@ def read_video_frames(path: Path, indices: np.ndarray, short_side: int | None = 
         try:
             for end, frame in enumerate(container.decode(container.streams.video[0])):
                 if end in targets:
-                    got[end] = _to_rgb(frame, short_side)
+                    got[end] = _to_rgb(frame, short_side, resize_to)
                 if end >= last_needed:
                     break
         except av.FFmpegError as e:
@@ -170,14 +173,14 @@ def read_video_frames(path: Path, indices: np.ndarray, short_side: int | None = 
         if frame is None:
             raise DatasetError(f"{path}: no decodable video frames")
         if end not in got:
-            got[end] = _to_rgb(frame, short_side)
+            got[end] = _to_rgb(frame, short_side, resize_to)
     return np.stack([got[min(int(i), end)] for i in wanted])
 
 
-def _to_rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
-    if short_side is None:
+def _to_rgb(frame: av.VideoFrame, short_side: int | None, resize_to: tuple[int, int] | None = None) -> np.ndarray:
+    if short_side is None and resize_to is None:
         return frame.to_ndarray(format="rgb24")
-    w, h = resized_size(frame.width, frame.height, short_side)
+    w, h = resize_to or resized_size(frame.width, frame.height, short_side)
     return resized_rgb(frame, w, h)  # the agent's own conversion: no train/serve pixel skew
 
 
@@ -251,7 +254,7 @@ class ClipDataset(Dataset):
 
     def _read(self, sample: Sample, indices: np.ndarray) -> np.ndarray:
         if sample.num_frames is None:
-            return read_video_frames(sample.path, indices, self.pipeline.resize_short)
+            return read_video_frames(sample.path, indices, self.pipeline.resize_short, self.pipeline.resize_to)
         return read_rawframes(sample.path, indices)
 
     def _cached(self, sample: Sample, total: int) -> np.ndarray:

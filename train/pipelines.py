@@ -10,9 +10,11 @@ Validation / test::
     SampleFrames(..., test_mode=True)                   fixed, centred offsets
     Resize(-1, resize_short) → CenterCrop(size) → Normalize → format
 
-``resize_short`` defaults to ``size * 256 / 224`` (MMAction2's 256 → 224) and is what the exported model's
-spec tells the live agent, so validation sees exactly what the agent will feed the model. Videos are resized
-by swscale while decoding (the agent's path); raw frames are resized here.
+``resize_short`` defaults to the arch's test resize for the crop (``size * 256 / 224`` for most: MMAction2's
+256 → 224) and is what the exported model's spec tells the live agent, so validation sees exactly what the agent
+will feed the model; S3D's frames are resized to a fixed ``resize_to`` (width, height) instead, as torchvision's.
+Mean and std are the arch's (C3D's and X3D's differ from ImageNet's). Videos are resized by swscale while
+decoding (the agent's path); raw frames are resized here.
 
 TSN (2D) samples ``segments`` frames, one per segment (``clip_len=1, num_clips=segments``); 3D models sample
 ``num_clips`` clips ("views") of ``clip_len`` frames ``frame_interval`` apart, whose scores are averaged at test
@@ -114,10 +116,11 @@ def tsn_segments(
 # --- pixels -----------------------------------------------------------------------------------------------------
 
 
-def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
-    """uint8 ``[T, 3, H, W]`` with the short side scaled to ``short_side`` (bilinear)."""
+def resize_short_side(frames: torch.Tensor, short_side: int, resize_to: tuple[int, int] | None = None) -> torch.Tensor:
+    """uint8 ``[T, 3, H, W]`` with the short side scaled to ``short_side`` (bilinear); or to exactly ``resize_to``
+    (width, height) when given."""
     h, w = frames.shape[-2:]
-    new_w, new_h = resized_size(w, h, short_side)
+    new_w, new_h = resize_to or resized_size(w, h, short_side)
     if (new_h, new_w) == (h, w):
         return frames
     return TF.resize(frames, [new_h, new_w], antialias=True)
@@ -193,6 +196,9 @@ class ClipPipeline:
     resize_short: int
     test_mode: bool
     alpha: int = 1
+    resize_to: tuple[int, int] | None = None  # (width, height) instead of the short side (S3D)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     area_range: tuple[float, float] = (0.08, 1.0)
     aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3)
     flip_ratio: float = 0.5
@@ -217,13 +223,13 @@ class ClipPipeline:
     ) -> tuple[tuple[torch.Tensor, ...], int]:
         """uint8 RGB ``[views·T, H, W, 3]`` (as sampled) → (model inputs, label after any flip)."""
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # T 3 H W
-        x = resize_short_side(x, self.resize_short)
+        x = resize_short_side(x, self.resize_short, self.resize_to)
         x = x.reshape(self.views, -1, *x.shape[1:])  # V T 3 H W
         if self.test_mode:
             x = centre_crop(x, self.size)
         else:
             x, label = self._augment(x, label, rng)
-        return format_inputs(normalize(x), self.kind, self.alpha), label
+        return format_inputs(normalize(x, self.mean, self.std), self.kind, self.alpha), label
 
     def _augment(self, x: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         h, w = x.shape[-2:]
@@ -242,7 +248,7 @@ def pipeline_for(cfg: TrainConfig, labels: list[str], *, test_mode: bool) -> Cli
     """The train or test pipeline a :class:`~train.config.TrainConfig` describes (sampling defaults: the arch's)."""
     arch = ARCHS[cfg.model.arch]
     if arch.kind == "2d":
-        clip_len, interval, num_clips, alpha = 1, 1, cfg.sampling.segments, 1
+        clip_len, interval, num_clips, alpha = 1, 1, cfg.segments, 1
     else:
         finest = max(arch.inputs, key=lambda s: s.frames)
         alpha = finest.frames // min(s.frames for s in arch.inputs)
@@ -267,6 +273,9 @@ def pipeline_for(cfg: TrainConfig, labels: list[str], *, test_mode: bool) -> Cli
         resize_short=cfg.model.short_side,
         test_mode=test_mode,
         alpha=alpha,
+        resize_to=cfg.model.resize_to,
+        mean=arch.mean,
+        std=arch.std,
         area_range=cfg.augment.area_range,
         aspect_ratio_range=cfg.augment.aspect_ratio_range,
         flip_ratio=cfg.augment.flip,

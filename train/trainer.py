@@ -92,13 +92,15 @@ def make_loader(dataset: ClipDataset, cfg: TrainConfig, *, shuffle: bool, epoch:
 
 
 def init_weights(model: nn.Module) -> None:
-    """MMAction2's initialisation for training from scratch: Kaiming-normal (fan-out) convolutions, BatchNorm
-    1/0 except a zero scale on each residual block's last BatchNorm (``zero_init_residual``), and a head drawn
-    from N(0, 0.01²). Blocks are recognised by their ``downsample`` attribute; their last conv is ``conv3``
-    (bottleneck) or ``conv2`` (basic)."""
+    """MMAction2's initialisation for training from scratch: Kaiming-normal (fan-out) convolutions (biases 0),
+    BatchNorm 1/0 except a zero scale on each residual block's last BatchNorm (``zero_init_residual``), fully
+    connected layers drawn from N(0, 0.005²) in the backbone (C3D's) and N(0, 0.01²) in the head. Blocks are
+    recognised by their ``downsample`` attribute; their last conv is ``conv3`` (bottleneck) or ``conv2`` (basic)."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv3d)):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
@@ -106,15 +108,19 @@ def init_weights(model: nn.Module) -> None:
         last = getattr(m, "conv3", None) or getattr(m, "conv2", None)
         if hasattr(m, "downsample") and getattr(last, "bn", None) is not None:
             nn.init.zeros_(last.bn.weight)
-    nn.init.normal_(model.cls_head.fc_cls.weight, std=0.01)
-    nn.init.zeros_(model.cls_head.fc_cls.bias)
+    for part, std in ((model.backbone, 0.005), (model.cls_head, 0.01)):
+        for m in part.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
 
 def make_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
     """The model, initialised as MMAction2 does, then ``load_from``'s weights if given (new head if the class
     count differs); returns it with its ``model_args``."""
     torch.manual_seed(cfg.seed)
-    model_args = cfg.model.model_args(num_classes)
+    model_args = cfg.model_args(num_classes)
     model = build_model(cfg.model.arch, **model_args)
     init_weights(model)
     if cfg.load_from is not None:
@@ -218,7 +224,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     val_set = ClipDataset(val_samples, pipeline_for(cfg, labels, test_mode=True), seed=cfg.seed, cache=cfg.data.cache)
     print(
-        f"{cfg.model.arch} depth {cfg.model.depth} width {cfg.model.width} size {cfg.model.size}: "
+        f"{cfg.model.arch} {', '.join(f'{k} {v}' for k, v in model_args.items() if k != 'num_classes')}, "
+        f"size {cfg.model.size}: "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {len(labels)} classes, "
         f"{len(train_samples)} train / {len(val_samples)} val videos, epochs {start + 1}..{cfg.optim.epochs}",
         flush=True,
@@ -287,7 +294,7 @@ def export_command(cfg: TrainConfig, checkpoint: Path) -> str:
     cmd = f"python export/to_onnx.py --arch {cfg.model.arch} --checkpoint {checkpoint} --size {cfg.model.size}"
     cmd += f" --fps {cfg.data.fps:g}"
     if ARCHS[cfg.model.arch].kind == "2d":
-        cmd += f" --segments {cfg.sampling.segments} --window-s <seconds the segments should span>"
+        cmd += f" --segments {cfg.segments} --window-s <seconds the segments should span>"
     return cmd + " --out model.onnx"
 
 

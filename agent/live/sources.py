@@ -422,7 +422,12 @@ class Camera:
     def _convert(self, frame: av.VideoFrame):
         spec = self.spec
         return to_model_rgb(
-            frame, resize_short=spec.resize_short, size=spec.crop_size, reformatter=self._reformatter, threads=1
+            frame,
+            resize_short=spec.resize_short,
+            size=spec.crop_size,
+            reformatter=self._reformatter,
+            threads=1,
+            resize_to=spec.resize_to,
         )
 
     def _on_frame(self, frame: av.VideoFrame, t: float, received: float, received_mono: float) -> None:  # source

@@ -163,7 +163,11 @@ def _planned_clips(path: Path, spec: ModelSpec, ends: list[float], times: np.nda
                 raise _TimesDiffer(f"frame {index} is not at {times[min(index, len(times) - 1)]:.6f} s")
             if index in last_use:
                 converted[index] = to_model_rgb(
-                    frame, resize_short=spec.resize_short, size=spec.crop_size, reformatter=reformatter
+                    frame,
+                    resize_short=spec.resize_short,
+                    size=spec.crop_size,
+                    reformatter=reformatter,
+                    resize_to=spec.resize_to,
                 )
 
 

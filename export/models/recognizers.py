@@ -13,7 +13,7 @@ from export.models.slowfast import SlowFast
 class Recognizer2D(nn.Module):
     """TSN: ``[B, T, 3, H, W]`` (T segments, one frame each) → logits ``[B, K]``."""
 
-    def __init__(self, backbone: ResNet2d, cls_head: TSNHead) -> None:
+    def __init__(self, backbone: ResNet2d | nn.Module, cls_head: TSNHead) -> None:
         super().__init__()
         self.backbone = backbone
         self.cls_head = cls_head
@@ -23,10 +23,19 @@ class Recognizer2D(nn.Module):
         return self.cls_head(self.backbone(x.flatten(0, 1)), segments)
 
 
-class Recognizer3D(nn.Module):
-    """I3D / SlowOnly: ``[B, 3, T, H, W]`` → logits ``[B, K]``."""
+class RecognizerTSM(Recognizer2D):
+    """TSM: as TSN, with a backbone built for ``backbone.segments`` segments (it mixes neighbouring ones)."""
 
-    def __init__(self, backbone: ResNet3d, cls_head: I3DHead) -> None:
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] != self.backbone.segments:
+            raise ValueError(f"this TSM model is built for {self.backbone.segments} segments, got {x.shape[1]}")
+        return super().forward(x)
+
+
+class Recognizer3D(nn.Module):
+    """I3D / SlowOnly / R(2+1)D / CSN / X3D / C3D / S3D: ``[B, 3, T, H, W]`` → logits ``[B, K]``."""
+
+    def __init__(self, backbone: ResNet3d | nn.Module, cls_head: I3DHead | nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.cls_head = cls_head

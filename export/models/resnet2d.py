@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from export.models.layers import conv2d_bn
 
-STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
 class BasicBlock2d(nn.Module):
@@ -42,6 +42,11 @@ class Bottleneck2d(nn.Module):
 
 class ResNet2d(nn.Module):
     """Frames ``[B, 3, H, W]`` → feature maps ``[B, C, H/32, W/32]``."""
+
+    layer1: nn.Sequential  # added by name in __init__
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, *, depth: int = 50, width: int = 64) -> None:
         super().__init__()

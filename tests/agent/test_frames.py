@@ -12,7 +12,7 @@ import pytest
 import torch
 from av.video.reformatter import VideoReformatter
 
-from agent.frames import resized_rgb
+from agent.frames import resized_rgb, to_model_rgb
 from agent.spec import resized_size
 
 
@@ -66,3 +66,15 @@ def test_resized_rgb_is_rgb_and_at_least_as_close_to_float_bilinear_as_packed_rg
 def test_resized_rgb_at_the_frames_own_size_is_the_plain_rgb24_conversion():
     frame = yuv_frame(340, 256)
     np.testing.assert_array_equal(resized_rgb(frame, 340, 256), frame.to_ndarray(format="rgb24"))
+
+
+@pytest.mark.parametrize("source", [(160, 120), (120, 160), (320, 180)])
+def test_resize_to_ignores_the_aspect_ratio_then_crops_the_centre(source):
+    """A spec's ``resize_to`` (torchvision's video transforms): every frame to exactly (width, height), whatever its
+    shape, then the centre crop; the same conversion as a short-side resize to that size would use."""
+    frame = yuv_frame(*source)
+    out = to_model_rgb(frame, resize_short=73, size=64, resize_to=(80, 73), threads=1)
+    assert out.shape == (64, 64, 3)
+    full = resized_rgb(frame, 80, 73, threads=1)
+    np.testing.assert_array_equal(out, full[(73 - 64) // 2 :][:64, (80 - 64) // 2 :][:, :64])
+    assert mean_abs(full, float_bilinear(frame, 80, 73)) < 8

@@ -78,6 +78,17 @@ def test_unknown_top_level_keys_are_allowed():
     parse_spec(json.dumps(doc), "m.onnx")
 
 
+def test_resize_to_is_optional_and_round_trips():
+    """Specs before it say nothing (short-side resize); torchvision-style models set (width, height)."""
+    assert parse_spec(EXAMPLE, "m.onnx").resize_to is None
+    doc = example() | {"resize_to": [256, 256]}
+    spec = parse_spec(json.dumps(doc), "m.onnx")
+    assert spec.resize_to == (256, 256) and spec.crop_size == 224
+    assert parse_spec(spec.to_json(), "again") == spec
+    with pytest.raises(SpecError, match="resize_to .* needs crop 'centre'"):
+        parse_spec(json.dumps(doc | {"crop": "none", "resize_short": 224}), "m.onnx")
+
+
 def test_spec_is_frozen():
     spec = parse_spec(EXAMPLE, "m.onnx")
     with pytest.raises(ValidationError, match="frozen"):
@@ -142,6 +153,8 @@ BAD = {
     "multilabel softmax": (_set(["multilabel"], True), ["multilabel", "softmax"]),
     "label_ids short": (_set(["label_ids"], [1, 2]), ["label_ids", "3 unique ids"]),
     "label_ids repeated": (_set(["label_ids"], [1, 1, 2]), ["label_ids", "3 unique ids"]),
+    "resize_to below size": (_set(["resize_to"], [256, 200]), ["resize_to", "sides >= size (224)"]),
+    "resize_to of one side": (_set(["resize_to"], [256]), ["resize_to"]),
 }
 
 

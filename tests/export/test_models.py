@@ -1,4 +1,7 @@
-"""Model zoo: forward shapes, exact parameter counts and MMAction2 1.2.0 state-dict compatibility."""
+"""Model zoo: forward shapes, exact parameter counts and MMAction2 1.2.0 state-dict compatibility.
+
+The key names and parameter counts of the archs added after the first six are checked against MMAction2 itself in
+tests/parity/test_mmaction2_archs.py (S3D: against torchvision, below)."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ REFERENCE_NAME = {
     "slowfast_r50_4x16": "slowfast_r50",
 }
 
-# MMAction2 1.2.0, 400 classes, depth 50, width 64.
+# MMAction2 1.2.0, its configs' classes (400; C3D's UCF101 config: 101), depths and widths; S3D: torchvision's.
 NUM_PARAMS = {
     "tsn_r50": 24_327_632,
     "i3d_r50": 28_043_472,
@@ -33,11 +36,30 @@ NUM_PARAMS = {
     "slowfast_r50_4x16": 34_479_288,
     # 4x16 plus the wider lateral kernels (7 instead of 5) on 8->16, 32->64, 64->128, 128->256 channels.
     "slowfast_r50_8x8": 34_479_288 + 2 * (16 * 8 + 64 * 32 + 128 * 64 + 256 * 128),
+    "c3d_sports1m": 78_409_573,
+    "r2plus1d_r34_8x8": 63_759_281,
+    "r2plus1d_r34_32x2": 63_759_281,
+    "ircsn_r152": 29_703_568,
+    "ipcsn_r152": 33_016_592,
+    "tsm_r50_1x1x8": 24_327_632,
+    "tsm_r50_1x1x16": 24_327_632,
+    "tsm_mobilenetv2_1x1x8": 2_736_272,
+    "x3d_s_13x6x1": 3_794_322,
+    "x3d_m_16x5x1": 3_794_322,
+    "s3d": 8_320_048,  # torchvision.models.video.s3d's meta["num_params"]
 }
 
 
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def small_args(arch: str, **overrides) -> dict:
+    """Small-model arguments for the knobs ``arch`` has (C3D: ``size``; TSM: ``segments``)."""
+    a = ARCHS[arch]
+    args = {"num_classes": NUM_CLASSES, "depth": 50 if "csn" in arch or "tsm" in arch else 18, "width": 8}
+    args |= {"size": SIZE, "segments": TSN_SEGMENTS} | overrides
+    return {k: v for k, v in args.items() if k == "num_classes" or a.takes(k)}
 
 
 def example_inputs(arch: str, batch: int, *, size: int = SIZE) -> tuple[torch.Tensor, ...]:
@@ -53,7 +75,7 @@ def reference(shared_data) -> dict:
     return json.loads((shared_data / "reference/mmaction2_1.2.0_state_dict_keys.json").read_text())
 
 
-def test_archs_lists_the_six_models():
+def test_archs_lists_the_models():
     assert set(ARCHS) == {
         "tsn_r50",
         "i3d_r50",
@@ -61,6 +83,17 @@ def test_archs_lists_the_six_models():
         "slowonly_r50_8x8",
         "slowfast_r50_4x16",
         "slowfast_r50_8x8",
+        "c3d_sports1m",
+        "r2plus1d_r34_8x8",
+        "r2plus1d_r34_32x2",
+        "ircsn_r152",
+        "ipcsn_r152",
+        "tsm_r50_1x1x8",
+        "tsm_r50_1x1x16",
+        "tsm_mobilenetv2_1x1x8",
+        "x3d_s_13x6x1",
+        "x3d_m_16x5x1",
+        "s3d",
     }
     assert ARCHS["tsn_r50"].kind == "2d"
     assert [s.name for s in ARCHS["i3d_r50"].inputs] == ["clip"]
@@ -77,7 +110,7 @@ def test_archs_lists_the_six_models():
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_forward_shape(arch):
     torch.manual_seed(0)
-    model = build_model(arch, num_classes=NUM_CLASSES, **SMALL).eval()
+    model = build_model(arch, **small_args(arch)).eval()
     with torch.no_grad():
         out = model(*example_inputs(arch, batch=2))
     assert out.shape == (2, NUM_CLASSES)
@@ -89,7 +122,7 @@ def test_forward_shape(arch):
 def test_forward_batch_items_are_independent(arch):
     """In eval mode each clip's logits depend only on that clip (no batch mixing, e.g. TSN's segment fold)."""
     torch.manual_seed(0)
-    model = build_model(arch, num_classes=NUM_CLASSES, **SMALL).eval()
+    model = build_model(arch, **small_args(arch)).eval()
     inputs = example_inputs(arch, batch=2)
     with torch.no_grad():
         both = model(*inputs)
@@ -99,7 +132,7 @@ def test_forward_batch_items_are_independent(arch):
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_num_params_full_size(arch):
-    model = build_model(arch, num_classes=400, depth=50, width=64)
+    model = build_model(arch)  # the builders' defaults are the configs'
     assert num_params(model) == NUM_PARAMS[arch]
 
 

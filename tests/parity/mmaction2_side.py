@@ -31,7 +31,8 @@ def randomise(model: torch.nn.Module, inputs: torch.Tensor, seed: int) -> None:
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
             elif isinstance(m, torch.nn.Linear):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.5 / m.weight.shape[1] ** 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                if m.bias is not None:  # X3D's fc1 has none
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
         for m in norms:
             m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
             m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)

@@ -46,3 +46,36 @@ def test_bad_yaml_names_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="nope.yaml: cannot read config"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("arch", "depth", "width", "size", "short", "resize_to", "extra"),
+    [
+        ("x3d_s_13x6x1", None, 24, 182, 182, None, {}),
+        ("c3d_sports1m", None, 64, 112, 128, None, {"size": 112}),  # C3D's fc6 follows the crop
+        ("ircsn_r152", 152, 64, 224, 256, None, {}),
+        ("tsm_r50_1x1x16", 50, 64, 224, 256, None, {"segments": 16}),  # TSM: built for its segments
+        ("tsm_mobilenetv2_1x1x8", None, None, 224, 256, None, {"segments": 8}),
+        ("s3d", None, 64, 224, 256, (256, 256), {}),  # torchvision's resize to 256x256, aspect not kept
+    ],
+)
+def test_arch_defaults(arch, depth, width, size, short, resize_to, extra):
+    cfg = build_config({"data": {"train": "t"}, "model": {"arch": arch}})
+    assert (cfg.model.depth, cfg.model.width, cfg.model.size) == (depth, width, size)
+    assert (cfg.model.short_side, cfg.model.resize_to) == (short, resize_to)
+    knobs = {k: v for k, v in (("depth", depth), ("width", width)) if v is not None}
+    assert cfg.model_args(5) == {"num_classes": 5, **knobs, **extra}
+
+
+def test_smaller_crops_scale_the_arch_resize_and_segments_override():
+    cfg = build_config({"data": {"train": "t"}, "model": {"arch": "s3d", "size": 64}})
+    assert (cfg.model.short_side, cfg.model.resize_to) == (73, (73, 73))
+    cfg = build_config({"data": {"train": "t"}, "model": {"arch": "tsm_r50_1x1x8"}, "sampling": {"segments": 4}})
+    assert cfg.segments == 4 and cfg.model_args(3)["segments"] == 4
+
+
+def test_knobs_an_arch_does_not_have_are_refused():
+    with pytest.raises(ConfigError, match="x3d_s_13x6x1 has no depth"):
+        build_config({"data": {"train": "t"}, "model": {"arch": "x3d_s_13x6x1", "depth": 50}})
+    with pytest.raises(ConfigError, match="tsm_mobilenetv2_1x1x8 has no width"):
+        build_config({"data": {"train": "t"}, "model": {"arch": "tsm_mobilenetv2_1x1x8", "width": 8}})

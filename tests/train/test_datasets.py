@@ -111,6 +111,12 @@ def test_training_frames_are_the_agents_frames(clip):
             frames = [to_model_rgb(f, resize_short=short, size=None) for f in container.decode(video=0)]
         got = read_video_frames(clip, np.array([0, 17]), short_side=short)
         np.testing.assert_array_equal(got, [frames[0], frames[17]])
+    # a fixed resize (the spec's resize_to: S3D), aspect ratio not kept
+    with av.open(str(clip)) as container:
+        frames = [to_model_rgb(f, resize_short=40, size=None, resize_to=(40, 40)) for f in container.decode(video=0)]
+    got = read_video_frames(clip, np.array([0, 17]), short_side=40, resize_to=(40, 40))
+    assert got.shape == (2, 40, 40, 3)
+    np.testing.assert_array_equal(got, [frames[0], frames[17]])
 
 
 def test_unreadable_video(tmp_path):

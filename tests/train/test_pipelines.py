@@ -227,3 +227,18 @@ def test_pipeline_for_uses_arch_sampling():
     with pytest.raises(ConfigError, match="unknown label 'x'"):
         bad = build_config({"data": {"train": "t"}, "augment": {"flip_pairs": [["x", "r"]]}})
         pipeline_for(bad, ["l", "r"], test_mode=False)
+
+
+def test_pipeline_for_uses_the_archs_mean_std_and_resize():
+    c3d = pipeline_for(build_config({"data": {"train": "t"}, "model": {"arch": "c3d_sports1m"}}), ["a"], test_mode=True)
+    assert (c3d.mean, c3d.std, c3d.size, c3d.resize_short, c3d.clip_len) == ((104, 117, 128), (1, 1, 1), 112, 128, 16)
+    s3d = build_config({"data": {"train": "t"}, "model": {"arch": "s3d", "size": 32}})
+    pipeline = pipeline_for(s3d, ["a"], test_mode=True)
+    assert pipeline.resize_to == (37, 37)
+    frames = np.random.default_rng(0).integers(0, 255, (128, 30, 60, 3), dtype=np.uint8)
+    (x,), _ = pipeline(frames, 0, np.random.default_rng(1))
+    assert x.shape == (1, 3, 128, 32, 32)  # 60x30 squeezed to 37x37, then the centre 32x32
+    tsm = pipeline_for(
+        build_config({"data": {"train": "t"}, "model": {"arch": "tsm_r50_1x1x16"}}), ["a"], test_mode=True
+    )
+    assert (tsm.kind, tsm.num_clips, tsm.clip_len) == ("2d", 16, 1)

@@ -134,3 +134,33 @@ def test_lr_schedules():
     step = OptimConfig(epochs=10, lr=0.1, schedule="step", milestones=[4, 8])
     assert [lr_at(e, step) for e in (0, 3.9, 4, 7.5, 8)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
     assert math.isclose(lr_at(2.5, OptimConfig(epochs=4, lr=1.0)), 0.5 * (1 + math.cos(math.pi * 2.5 / 4)))
+
+
+@pytest.mark.parametrize(
+    ("arch", "model"),
+    [
+        ("tsm_r50_1x1x8", {"depth": 18, "width": 8}),
+        ("x3d_s_13x6x1", {"width": 8}),
+        ("c3d_sports1m", {"width": 8}),
+    ],
+)
+def test_new_archs_train_and_evaluate(tiny_set, tmp_path, arch, model):
+    """One epoch of each new family's small model: its checkpoint rebuilds the model (segments, crop) and evaluate
+    reproduces the validation."""
+    cfg = build_config(
+        {
+            "data": {"train": str(tiny_set / "train.txt"), "val": str(tiny_set / "val.txt"), "cache": True},
+            "model": {"arch": arch, "size": 64, **model},
+            "sampling": {"segments": 4},
+            "optim": {"epochs": 1, "batch_size": 4},
+            "out_dir": str(tmp_path),
+            "progress": False,
+        }
+    )
+    result = train(cfg)
+    ckpt = read_checkpoint(result.checkpoint)
+    assert ckpt.model_args == cfg.model_args(3)
+    assert ckpt.model_args.get("segments") == (4 if arch.startswith("tsm") else None)
+    assert ckpt.model_args.get("size") == (64 if arch.startswith("c3d") else None)
+    metrics, _ = evaluate(result.checkpoint, tiny_set / "val.txt")
+    assert metrics.top1 == pytest.approx(result.final.top1)

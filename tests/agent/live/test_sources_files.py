@@ -485,6 +485,25 @@ def h264_file(tmp_path_factory) -> Path:
     return pattern_video(tmp_path_factory.mktemp("h264") / "testsrc.mp4", 2, "160x120", 15, "testsrc")
 
 
+def test_resize_to_is_honoured_live_and_offline(h264_file):
+    """A spec with ``resize_to`` (S3D's fixed resize): cameras and ``read_clips`` give the same frames, each the
+    frame resized to exactly (width, height) and centre-cropped, not its short side resized."""
+    spec = ModelSpec.model_validate(make_spec(BURST_SPEC).model_dump() | {"resize_to": (150, 120)})
+    cfg = config(h264_file, every_s=0.5)
+    clips, *_ = run_camera(cfg, spec, max_s=30)
+    assert clips
+    offline = read_clips(h264_file, spec, [c.end for c in clips])
+    for live, again in zip(clips, offline, strict=True):
+        np.testing.assert_array_equal(live.inputs["clip"], again.inputs["clip"])
+    with av.open(str(h264_file)) as container:
+        *_, last = container.decode(video=0)
+    [clip] = read_clips(h264_file, spec)
+    y0, x0 = (120 - SIZE) // 2, (150 - SIZE) // 2
+    expected = to_model_rgb(last, resize_short=SIZE, size=None, resize_to=(150, 120))[y0 : y0 + SIZE, x0 : x0 + SIZE]
+    np.testing.assert_array_equal(clip.inputs["clip"][-1], expected)
+    assert not np.array_equal(expected, to_model_rgb(last, resize_short=SHORT, size=SIZE))
+
+
 @pytest.mark.parametrize("realtime", [False, True])
 def test_a_slow_consumer_gets_every_clip_of_a_fast_file_and_the_newest_of_a_live_one(h264_file, realtime):
     """``realtime: false`` has no live edge: the decoder waits for the consumer (no clip lost). Played as if live,
