@@ -169,7 +169,10 @@ def _inspect(args: argparse.Namespace) -> int:
         print(spec.to_json())
         return 0
     frame = f"{spec.size}px crop" if spec.crop == "centre" else "whole frame"
-    print(f"{args.model}: {spec.arch}, {len(spec.labels)} labels, {frame} (short side {spec.resize_short})")
+    resize = f"short side {spec.resize_short}"
+    if spec.resize_to:
+        resize = f"resized to {spec.resize_to[0]}x{spec.resize_to[1]}"
+    print(f"{args.model}: {spec.arch}, {len(spec.labels)} labels, {frame} ({resize})")
     for i in spec.inputs:
         print(f"  input {i.name!r}: {i.frames} frames every {i.stride_s * 1000:.1f} ms (spans {i.span_s:.2f} s)")
     print(f"  output {spec.output.name!r}: {spec.output.activation}; source: {spec.source.model_dump_json()}")
