@@ -17,24 +17,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 # Query keys whose values are secrets (compared lower-case, ignoring ``-`` and ``_``).
 SECRET_KEYS = frozenset(
-    {
-        "password",
-        "passwd",
-        "pass",
-        "pwd",
-        "pw",
-        "token",
-        "accesstoken",
-        "auth",
-        "authorization",
-        "key",
-        "apikey",
-        "secret",
-        "signature",
-        "sig",
-        "credential",
-        "credentials",
-    }  # fmt: skip
+    "password passwd pass pwd pw token accesstoken auth authorization key apikey secret signature sig credential "
+    "credentials".split()
 )
 MASK = "***"
 
