@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from agent.live.people import open_detector
-    from agent.live.runtime import ModelRuntime, providers_for
+    from agent.live.runtime import ModelRuntime
 
     config = load_config(args.config)
     print(f"{args.config}: {len(config.cameras)} camera(s), {len(config.models)} model(s), OK")
@@ -96,7 +96,9 @@ def _check(args: argparse.Namespace) -> int:
         spec = runtime.spec
         inputs = ", ".join(f"{i.name} {i.frames}x{i.stride_s * 1000:.0f}ms" for i in spec.inputs)
         print(f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}")
-        detector = open_detector(name, model, spec, providers_for(model))
+        choice, workers = runtime.choice, f"{runtime.workers} worker{'s' if runtime.workers > 1 else ''}"
+        print(f"    engine: {choice.engine} ({choice.device}, {model.precision}, {workers}) — {choice.why}")
+        detector = open_detector(name, model, spec, runtime.device)
         if detector is not None:
             path, layout, person = detector.config.path, detector.layout, detector.person_class
             print(f"    person detector: {path} ({layout} outputs, class {person})")
@@ -203,6 +205,13 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--top-k", type=int, default=5)
     infer.add_argument("--json", type=Path, metavar="OUT.json", help="also write the timeline and top-k as JSON")
     infer.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write the video with top labels drawn")
+    infer.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "openvino", "openvino:GPU"),
+        default="auto",
+        help="as models.NAME.device (default auto: CUDA, else OpenVINO when installed, else ONNX Runtime's CPU)",
+    )
+    infer.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="as models.NAME.precision")
     people = infer.add_argument_group("person models (task: person)")
     people.add_argument("--proposals", type=Path, help="person boxes per key time: .json, AVA .csv or MMAction2 .pkl")
     people.add_argument("--video-id", help="the video's id in a proposals file that holds several")
