@@ -196,7 +196,7 @@ async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime) 
     }
 
 
-def _measure(args: argparse.Namespace, k: int, video: Path | None, runtime) -> dict:
+def measure(args: argparse.Namespace, k: int, video: Path | None, runtime) -> dict:
     """One K, then the model-only ceiling at its mean batch size, measured again right now (the machine's load
     drifts between runs) for a quarter of the window per size: 2.5 s is ~10 batches of 64 on 2 CPU cores."""
     row = asyncio.run(_run_k(args, k, video, runtime))
@@ -234,7 +234,7 @@ def thread_group(name: str) -> str:
         return "inference"  # stacking each piece's clips and running the model
     if name == "MainThread":
         return "loop"  # the event loop: batching, event trackers, the sink
-    return "native" if not name else "other"  # native: the engine's threads (see _measure), FFmpeg's decoders
+    return "native" if not name else "other"  # native: the engine's threads (see measure), FFmpeg's decoders
 
 
 def _counters(metrics: Metrics, config) -> dict[str, float]:
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         head = {"bench": "e2e", "mode": mode, "decode": decode, "model": args.model.name, "provider": runtime.device}
         head |= {"every_s": args.every, "max_batch": args.max_batch, "workers": w}
         for k in auto_ks(ceiling, args.every) if auto else (int(k) for k in args.cameras.split(",")):
-            row = emit(head | _measure(args, k, video, runtime))
+            row = emit(head | measure(args, k, video, runtime))
             rows.append(row)
             if row["p99_over_batch"] is not None and row["p99_over_batch"] < 2.0:
                 best = row
@@ -343,11 +343,12 @@ def main(argv: list[str] | None = None) -> dict:
         summary |= {"p99_under_2x_batch": met}
         keys = ("cameras", "clips_per_s", "mean_batch", "latency_ms_p99", "model_only_clips_per_s", "efficiency")
         summary |= {key: best[key] if best else None for key in keys}
-        summary |= {"max_clips_per_s": max(r["clips_per_s"] for r in rows)}
+        saturated = max(rows, key=lambda r: r["clips_per_s"])
+        summary |= {"max_clips_per_s": saturated["clips_per_s"], "saturated_cameras": saturated["cameras"]}
         summary |= {"ceiling_clips_per_s": round(max(n / s for n, s in ceiling.items()), 2)}  # model-only, best
         runs = [best["efficiency"]]
         for i in range(1, args.repeats):  # the chosen K again: one 10 s window moves by several percent here
-            again = _measure(args, best["cameras"], video, runtime)
+            again = measure(args, best["cameras"], video, runtime)
             runs.append(emit(head | {"bench": "e2e_repeat", "repeat": i} | again)["efficiency"])
         summary |= {"efficiency": round(statistics.median(runs), 3), "efficiency_runs": runs}
         return emit(summary)
