@@ -10,14 +10,16 @@ import time
 import numpy as np
 import pytest
 
-from agent.config import ModelConfig
+from agent.config import DetectorConfig, ModelConfig
 from agent.live.backends import batch_buckets
 from agent.live.batcher import Batcher, piece_rows
 from agent.live.clips import Clip
+from agent.live.people import PersonDetector
 from agent.live.runtime import ModelRuntime
 from agent.metrics import Metrics
 from agent.spec import SpecError
 from tests.onnx_runs import record_runs
+from tests.person_graphs import constant_detector
 
 
 def _clip(runtime: ModelRuntime, camera: str, seed: int) -> Clip:
@@ -272,3 +274,19 @@ def test_a_cameras_newer_clip_replaces_its_waiting_one_not_its_running_one(tiny_
         alone = runtime.infer({name: frames[None] for name, frames in clip.inputs.items()})[0]
         np.testing.assert_allclose(scores, alone, atol=1e-5)
     assert metrics.value("actionstream_batch_size_sum", model="tiny") == 4  # clips[0] never ran
+
+
+def test_a_detector_on_the_bound_path_finds_what_a_plain_run_finds(tmp_path):
+    """The person detector on CUDA goes through the same IO binding (its outputs, of data-dependent length, come
+    back from the device): exercised with CPU-resident buffers, the same people as a plain run, in both layouts."""
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    for layout, classes in (("torchvision", [1, 1, 2]), ("yolo", [0, 0, 1])):
+        path = constant_detector(
+            tmp_path / f"{layout}.onnx", [[16, 24, 112, 116], [100, 20, 150, 110], [5, 5, 20, 20]], [0.9, 0.8, 0.95],
+            classes, layout=layout, image="uint8_nhwc", size=(120, 160),
+        )  # fmt: skip
+        plain = PersonDetector(DetectorConfig(path=path), "cpu").detect(frame)
+        bound = PersonDetector(DetectorConfig(path=path), "cpu")
+        bound.backend.device, bound.backend.bound_device = "cuda", ("cpu", 0)  # type: ignore[attr-defined]
+        assert len(plain) == 2 and bound.detect(frame) == plain and bound.detect(frame) == plain
+        assert len(bound.backend._device_inputs) == 1  # type: ignore[attr-defined]  # one buffer, reused
