@@ -16,15 +16,18 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import get_args
 
 from agent import __version__
-from agent.config import AgentConfig, load_config, parse_config
+from agent.config import AgentConfig, ModelConfig, load_config, parse_config
 from agent.errors import ActionstreamError, ConfigError, InferenceError
 from agent.shard import assignment, resolve_shard, select
 from agent.spec import load_spec
 from agent.urls import redact_url
 
 COMMANDS_GROUP = "actionstream.commands"
+DEVICES = get_args(ModelConfig.model_fields["device"].annotation)  # models.NAME.device's values
+PRECISIONS = get_args(ModelConfig.model_fields["precision"].annotation)
 
 
 def _quick_config(args: argparse.Namespace) -> AgentConfig:
@@ -90,7 +93,7 @@ def _check(args: argparse.Namespace) -> int:
     ``run`` warms it up with), its person detector; then a summary."""
     from agent.live.app import warm_up_sizes
     from agent.live.people import open_detector
-    from agent.live.runtime import ModelRuntime, providers_for
+    from agent.live.runtime import ModelRuntime
 
     config = load_config(args.config)
     if args.shards is not None and args.shards < 1:
@@ -104,7 +107,9 @@ def _check(args: argparse.Namespace) -> int:
         lines.append(
             f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}"
         )
-        detector = open_detector(name, model, spec, providers_for(model))
+        choice, workers = runtime.choice, f"{runtime.workers} worker{'s' if runtime.workers > 1 else ''}"
+        lines.append(f"    engine: {choice.engine} ({choice.device}, {model.precision}, {workers}) — {choice.why}")
+        detector = open_detector(name, model, spec, runtime.device)
         if detector is not None:
             path, layout, person = detector.config.path, detector.layout, detector.person_class
             lines.append(f"    person detector: {path} ({layout} outputs, class {person})")
@@ -129,7 +134,7 @@ def _infer(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from agent.demo.run import run_demo
 
-    run_demo(args.model, args.mqtt)
+    run_demo(args.model, args.mqtt, args.device, args.precision)
     return 0
 
 
@@ -214,6 +219,13 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--top-k", type=int, default=5)
     infer.add_argument("--json", type=Path, metavar="OUT.json", help="also write the timeline and top-k as JSON")
     infer.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write the video with top labels drawn")
+    infer.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="as models.NAME.device (default auto: CUDA, else OpenVINO when installed, else ONNX Runtime's CPU)",
+    )
+    infer.add_argument("--precision", choices=PRECISIONS, default="fp32", help="as models.NAME.precision")
     people = infer.add_argument_group("person models (task: person)")
     people.add_argument("--proposals", type=Path, help="person boxes per key time: .json, AVA .csv or MMAction2 .pkl")
     people.add_argument("--video-id", help="the video's id in a proposals file that holds several")
@@ -231,6 +243,8 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--mqtt", help='broker URL (default: mqtt://127.0.0.1:1883 when reachable, else terminal only; "" = terminal)'
     )
+    demo.add_argument("--device", choices=DEVICES, default="auto", help="as models.NAME.device (default auto)")
+    demo.add_argument("--precision", choices=PRECISIONS, default="fp32", help="as models.NAME.precision")
     demo.set_defaults(func=_demo)
 
     synth = sub.add_parser("synth", help="render the synthetic motion dataset (and a scripted stream)")

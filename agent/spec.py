@@ -1,14 +1,16 @@
 """The model file contract: ``actionstream.spec`` metadata inside an exported ONNX file.
 
-Torch-free: the exporter writes a :class:`ModelSpec`, the agent reads it back with :func:`read_spec` and checks
-it against the graph's inputs and outputs (:func:`check_session`).
+Torch-free: the exporter writes a :class:`ModelSpec`, the agent reads it back and checks it against the graph's
+inputs and outputs (:func:`checked_spec`), the same way whichever engine opened the file: :func:`read_spec` for an
+ONNX Runtime session, :mod:`agent.live.backends` for OpenVINO (which keeps the file's metadata too).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -25,6 +27,15 @@ BOX_INPUTS = ("boxes", "box_batch")
 # MMAction2's ImageNet normalisation (RGB), the default of every recognizer config it ships.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class Port(NamedTuple):
+    """A graph input or output as the checks read it, named and typed as ONNX Runtime's ``NodeArg`` is (whose
+    instances pass for one): ``type`` like ``tensor(uint8)``, ``shape`` a list of ints and names (dynamic axes)."""
+
+    name: str
+    type: str
+    shape: list
 
 
 def resized_size(width: int, height: int, resize_short: int) -> tuple[int, int]:
@@ -173,13 +184,20 @@ def open_session(
 def read_spec(session: onnxruntime.InferenceSession, origin: str) -> ModelSpec:
     """Read and validate the spec of an open session, then check it against the graph."""
     meta = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in meta:
+    return checked_spec(meta, session.get_inputs(), session.get_outputs(), origin)
+
+
+def checked_spec(
+    metadata: Mapping[str, str], inputs: Sequence[Port], outputs: Sequence[Port], origin: str
+) -> ModelSpec:
+    """The spec in a model file's ``metadata``, validated and checked against the graph's ``inputs`` and ``outputs``."""
+    if METADATA_KEY not in metadata:
         raise SpecError(
             f"{origin}: no {METADATA_KEY!r} metadata; export the model with export/to_onnx.py "
             "(or add the spec JSON described in docs/contracts.md)"
         )
-    spec = parse_spec(meta[METADATA_KEY], origin)
-    check_session(spec, session, origin)
+    spec = parse_spec(metadata[METADATA_KEY], origin)
+    check_graph(spec, inputs, outputs, origin)
     return spec
 
 
@@ -189,9 +207,14 @@ def load_spec(path: str | Path) -> ModelSpec:
 
 
 def check_session(spec: ModelSpec, session: onnxruntime.InferenceSession, origin: str) -> None:
+    """:func:`check_graph` on an open ONNX Runtime session."""
+    check_graph(spec, session.get_inputs(), session.get_outputs(), origin)
+
+
+def check_graph(spec: ModelSpec, inputs: Sequence[Port], outputs: Sequence[Port], origin: str) -> None:
     """The graph must take uint8 ``[N, T, size, size, 3]`` (N dynamic) per spec input (``[N, T, H, W, 3]`` with crop
     none, plus the box inputs for person models) and give float ``[N, labels]`` (``[M, labels]``: one per box)."""
-    graph_inputs = {i.name: i for i in session.get_inputs()}
+    graph_inputs = {i.name: i for i in inputs}
     expected = [i.name for i in spec.inputs] + (list(BOX_INPUTS) if spec.task == "person" else [])
     if sorted(graph_inputs) != sorted(expected):
         raise SpecError(f"{origin}: graph inputs {sorted(graph_inputs)} differ from spec inputs {expected}")
@@ -218,10 +241,10 @@ def check_session(spec: ModelSpec, session: onnxruntime.InferenceSession, origin
             if box.type != dtype or len(box.shape) != rank or (rank == 2 and box.shape[1] != 4):
                 form = "float [M, 4]" if rank == 2 else "int64 [M]"
                 raise SpecError(f"{origin}: input {name!r} is {box.type} {box.shape}, expected {form}")
-    outputs = {o.name: o for o in session.get_outputs()}
-    if spec.output.name not in outputs:
-        raise SpecError(f"{origin}: no output {spec.output.name!r} (graph outputs: {sorted(outputs)})")
-    out = outputs[spec.output.name]
+    by_name = {o.name: o for o in outputs}
+    if spec.output.name not in by_name:
+        raise SpecError(f"{origin}: no output {spec.output.name!r} (graph outputs: {sorted(by_name)})")
+    out = by_name[spec.output.name]
     if out.type != "tensor(float)":
         raise SpecError(f"{origin}: output {out.name!r} has type {out.type}, expected tensor(float)")
     if len(out.shape) != 2 or out.shape[1] != len(spec.labels):

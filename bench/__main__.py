@@ -1,6 +1,7 @@
 """All benchmarks in one run, JSON lines into bench/results/<device>.jsonl (or --out), then the plots.
 
-    python -m bench                 # this machine (CPU): what `make bench` runs; ends with "efficiency: X.XX"
+    python -m bench                 # this machine (CPU): what `make bench` runs; ends with "efficiency: X.XX" and
+                                    # "cpu backend speedup: X.XX" (OpenVINO ÷ ONNX Runtime's CPU provider, e2e)
     python -m bench --gpu           # a CUDA machine (bench/gpu.sh): fp16 models, batch 1/32, many cameras
     python -m bench --gpu --smoke   # the same steps on the CPU with tiny models, in about a minute
 
@@ -30,18 +31,22 @@ GPU_ARCHS = "slowfast_r50_4x16,tsn_r50,i3d_r50,slowonly_r50_8x8,slowfast_r50_8x8
 
 
 def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
-    from bench import decode, e2e, interp, model, offline
+    from bench import cpu_backends, decode, e2e, interp, model, offline
 
     o = ["--out", str(out)]
     cores = str(len(os.sched_getaffinity(0)))
     sweep = ["--max-batch", "64", "--every", "0.25", "--seconds", "10", "--warmup", "3", "--decode-threads", "1"]
     per_core = ["--workers", cores]
     repeat = ["--repeats", "3"]
-    if not args.gpu:  # this machine: `make bench`
+    if not args.gpu:  # this machine: `make bench`. Model-only: both CPU engines side by side, OpenVINO also in bf16.
+        engines = ["--device", "cpu,openvino", "--bf16"]
         return [
             ("decode", lambda: decode.main(["--repeats", "3", *o])),
             ("interp", lambda: interp.main(o)),
-            ("model", lambda: model.main(["--archs", "demo", "--batches", "1,2,4,8,16,32", "--seconds", "2", *o])),
+            (
+                "model",
+                lambda: model.main(["--archs", "demo", "--batches", "1,2,4,8,16,32", "--seconds", "2", *engines, *o]),
+            ),
             (
                 "model_r50",
                 lambda: model.main(
@@ -54,14 +59,19 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
                         "2",
                         "--min-runs",
                         "3",
+                        *engines,
                         *o,
                     ]
                 ),
             ),  # fmt: skip
+            # The default engine from here on (device auto: OpenVINO where installed, as `make install` has it).
             # One worker per core (models.NAME.workers), as a many-camera CPU box is configured. K is swept until
             # saturation, wherever this machine's is (e2e --cameras auto). The summary's K three times in all: its
             # efficiency (the line `make bench` ends with) is their median.
             ("e2e", lambda: e2e.main([*repeat, *sweep, *per_core, *o])),
+            # ONNX Runtime's CPU provider and OpenVINO, the same sweep one after the other, the demo model and
+            # SlowFast-R50: the line `cpu backend speedup` (e2e clips/s at saturation, OpenVINO ÷ ONNX Runtime).
+            ("cpu_backends", lambda: cpu_backends.main(o)),
             # The same sweep with one worker (the default: one run over all cores), side by side.
             ("e2e_one_worker", lambda: e2e.main([*sweep, "--workers", "1", *o])),
             # 64 cameras on any machine (on a slow one, far past saturation: most clips are dropped as stale, and
@@ -77,7 +87,7 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
         ]
     # The GPU run; --smoke runs the very same steps on the CPU with tiny models and short windows.
     smoke = args.smoke
-    device = "auto" if smoke else "cuda"
+    device = "cpu" if smoke else "cuda"  # smoke: the same engine (ONNX Runtime), on the CPU
     size = ["--size", "64", "--tiny"] if smoke else []
     secs = (lambda s: "0.3") if smoke else str
     cams = (lambda ks: "2,4") if smoke else (lambda ks: ks)
@@ -210,15 +220,26 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as e:
             print(f"no plots ({e})")
     print(f"results: {out} ({time.monotonic() - t0:.0f} s)")
+    for line in summary_lines(results):
+        print(line)
+    return 1 if failed else 0
+
+
+def summary_lines(results: dict) -> list[str]:
+    """The lines a run ends with, from its steps' results: ``efficiency`` (the default engine's end-to-end
+    summary) and ``cpu backend speedup`` (OpenVINO ÷ ONNX Runtime's CPU provider, e2e at saturation)."""
+    lines = []
     summaries = [r for r in (results.get("e2e"), results.get("e2e_saturated")) if r]
     if summaries and summaries[0].get("efficiency") is not None:
-        print(f"efficiency: {summaries[0]['efficiency']:.2f}")
-    return 1 if failed else 0
+        lines.append(f"efficiency: {summaries[0]['efficiency']:.2f}")
+    if (results.get("cpu_backends") or {}).get("speedup") is not None:
+        lines.append(f"cpu backend speedup: {results['cpu_backends']['speedup']:.2f}")
+    return lines
 
 
 def _versions() -> dict:
     versions = {}
-    for name in ("onnxruntime", "torch", "av", "numpy"):
+    for name in ("onnxruntime", "openvino", "torch", "av", "numpy"):
         try:
             versions[name] = __import__(name).__version__
         except Exception:

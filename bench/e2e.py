@@ -2,26 +2,27 @@
 
     python -m bench.e2e [--model M] [--video V | --synthetic] [--cameras auto | 1,2,4,...] [--fast] [--seconds 10]
 
-Each K runs the real :class:`agent.live.app.Agent` (sources → clip buffers → batcher → ONNX Runtime → event trackers → a
-sink that discards) for ``--warmup`` + ``--seconds`` and reports, over the measured window: clips/s, mean batch
-size, capture→publish p50/p95/p99 (newest frame received → the clip's events handed to the sink), stale clips
-dropped, CPU % and RSS (total and per camera), and where the CPU went: ``cpu_percent_cameras`` (the cameras'
+Each K runs the real :class:`agent.live.app.Agent` (sources → clip buffers → batcher → the model's engine → event
+trackers → a sink that discards) for ``--warmup`` + ``--seconds`` and reports, over the measured window: clips/s,
+mean batch size, capture→publish p50/p95/p99 (newest frame received → the clip's events handed to the sink), stale
+clips dropped, CPU % and RSS (total and per camera), and where the CPU went: ``cpu_percent_cameras`` (the cameras'
 threads: reading, decoding, converting; ``camera_cpu_us_per_frame`` per decoded frame), ``_inference`` (the
 workers), ``_loop`` (the event loop), ``_native`` (threads Python did not start: ONNX Runtime's intra-op pool,
-FFmpeg's decoder threads) and ``_other``. Cameras are one looping file played at real-time pace (default) or as
-fast as it decodes (``--fast``), decoded in software or, with ``--hwaccel``, on NVDEC when it can be had (each line
-says which: ``decode``); with ``--synthetic`` each camera emits ready-made clips every ``--every`` seconds, which
-measures everything after decode.
+OpenVINO's stream threads, FFmpeg's decoder threads) and ``_other``. Cameras are one looping file played at
+real-time pace (default) or as fast as it decodes (``--fast``), decoded in software or, with ``--hwaccel``, on NVDEC
+when it can be had (each line says which: ``decode``); with ``--synthetic`` each camera emits ready-made clips every
+``--every`` seconds, which measures everything after decode.
 
 The model-only ceiling (the same session, bare, its ``workers`` running pieces of each batch as the batcher does; a
 quarter of ``--seconds`` per size) is measured right after each K at the batch sizes around the observed mean, so
 each line also carries ``efficiency`` = clips/s ÷ model-only clips/s at the same (mean) batch size,
 ``p99_over_batch`` = p99 ÷ the agent's own mean batch inference time (its ``inference_seconds``) and
 ``p99_over_model_only_batch``, and ``inference_speed_per_cpu``: clips per CPU second of the agent's inference
-threads ÷ the bare runtime's, so efficiency = (their CPU % ÷ ``model_only_cpu_percent``) × it (ONNX Runtime's pool
-threads count as inference when FFmpeg starts none: ``--decode-threads 1`` or ``--synthetic``). The summary names
-the largest K whose p99 stays below 2× the batch inference time and the efficiency there; with ``--repeats N`` that
-K runs N - 1 more times (lines ``e2e_repeat``) and the summary's efficiency is the median of the N.
+threads ÷ the bare runtime's, so efficiency = (their CPU % ÷ ``model_only_cpu_percent``) × it (the engine's own
+threads, ONNX Runtime's pool or OpenVINO's streams, count as inference when FFmpeg starts none:
+``--decode-threads 1`` or ``--synthetic``). The summary names the largest K whose p99 stays below 2× the batch
+inference time and the efficiency there; with ``--repeats N`` that K runs N - 1 more times (lines ``e2e_repeat``)
+and the summary's efficiency is the median of the N.
 
 ``--cameras auto`` (the default) sweeps K until saturation, wherever this machine's saturation is: it starts at
 about half the cameras the model-only ceiling can serve (ceiling × ``--every``), grows K by about 15 % a step and
@@ -137,7 +138,8 @@ def agent_config(args: argparse.Namespace, k: int, video: Path | None, label: st
         for i in range(k)
     ]
     model = {"path": str(args.model), "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}
-    model |= {"device": args.device, "workers": args.workers} | ({"threads": args.threads} if args.threads else {})
+    model |= {"device": args.device, "precision": args.precision, "workers": args.workers}
+    model |= {"threads": args.threads} if args.threads else {}
     # One event per scored clip: the first label is always above the start threshold and never below the end one, and
     # an update is due at every clip.
     events = {"threshold": 1e-9, "end_threshold": 0.0, "min_hits": 1, "update_s": 1e-9, "include": [label]}
@@ -194,7 +196,7 @@ async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime) 
     }
 
 
-def _measure(args: argparse.Namespace, k: int, video: Path | None, runtime) -> dict:
+def measure(args: argparse.Namespace, k: int, video: Path | None, runtime) -> dict:
     """One K, then the model-only ceiling at its mean batch size, measured again right now (the machine's load
     drifts between runs) for a quarter of the window per size: 2.5 s is ~10 batches of 64 on 2 CPU cores."""
     row = asyncio.run(_run_k(args, k, video, runtime))
@@ -208,7 +210,8 @@ def _measure(args: argparse.Namespace, k: int, video: Path | None, runtime) -> d
     row["efficiency"] = round(row["clips_per_s"] / (b / batch_s), 3)
     # efficiency = (the inference threads' share of the CPU ÷ the bare runtime's) × this ratio: how fast they ran
     # per CPU second beside the cameras, against bare (caches and cores shared with the decoders cost it). Native
-    # threads are ONNX Runtime's own pool (workers with more than one intra-op thread) when FFmpeg starts none.
+    # threads are the engine's own (ONNX Runtime's pool with more than one intra-op thread per worker; OpenVINO's
+    # stream threads, which run each request while its worker waits) when FFmpeg starts none.
     ort_pool = video is None or args.decode_threads == 1
     inference = row["cpu_percent_inference"] + (row["cpu_percent_native"] if ort_pool else 0.0)
     row["inference_speed_per_cpu"] = (
@@ -231,7 +234,7 @@ def thread_group(name: str) -> str:
         return "inference"  # stacking each piece's clips and running the model
     if name == "MainThread":
         return "loop"  # the event loop: batching, event trackers, the sink
-    return "native" if not name else "other"  # native: ONNX Runtime's intra-op pool, FFmpeg's decoder threads
+    return "native" if not name else "other"  # native: the engine's threads (see measure), FFmpeg's decoders
 
 
 def _counters(metrics: Metrics, config) -> dict[str, float]:
@@ -289,7 +292,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=float, default=0.25, help="seconds between clips per camera")
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=0.0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "openvino", "openvino:GPU"), default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="as models.NAME.precision")
     p.add_argument("--threads", type=int)
     p.add_argument("--workers", type=int, default=1, help="batches at once (CPU), as models.NAME.workers")
     p.add_argument("--decode-threads", type=int, help="as cameras[].decode_threads (default: FFmpeg's choice)")
@@ -308,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
     video = None if args.synthetic else (args.video or test_video(30, 160, 120, 15))
     auto = args.cameras == "auto"
     emit = Emitter(args.out)
-    runtime = runtime_for(args.model, args.device, args.max_batch, args.threads, args.workers)
+    runtime = runtime_for(args.model, args.device, args.max_batch, args.threads, args.workers, args.precision)
     w = runtime.workers
     sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, args.max_batch} & set(range(1, args.max_batch + 1)))
     runtime.warm_up(sizes)
@@ -323,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         head = {"bench": "e2e", "mode": mode, "decode": decode, "model": args.model.name, "provider": runtime.device}
         head |= {"every_s": args.every, "max_batch": args.max_batch, "workers": w}
         for k in auto_ks(ceiling, args.every) if auto else (int(k) for k in args.cameras.split(",")):
-            row = emit(head | _measure(args, k, video, runtime))
+            row = emit(head | measure(args, k, video, runtime))
             rows.append(row)
             if row["p99_over_batch"] is not None and row["p99_over_batch"] < 2.0:
                 best = row
@@ -339,17 +343,19 @@ def main(argv: list[str] | None = None) -> dict:
         summary |= {"p99_under_2x_batch": met}
         keys = ("cameras", "clips_per_s", "mean_batch", "latency_ms_p99", "model_only_clips_per_s", "efficiency")
         summary |= {key: best[key] if best else None for key in keys}
-        summary |= {"max_clips_per_s": max(r["clips_per_s"] for r in rows)}
+        saturated = max(rows, key=lambda r: r["clips_per_s"])
+        summary |= {"max_clips_per_s": saturated["clips_per_s"], "saturated_cameras": saturated["cameras"]}
+        summary |= {"ceiling_clips_per_s": round(max(n / s for n, s in ceiling.items()), 2)}  # model-only, best
         runs = [best["efficiency"]]
         for i in range(1, args.repeats):  # the chosen K again: one 10 s window moves by several percent here
-            again = _measure(args, best["cameras"], video, runtime)
+            again = measure(args, best["cameras"], video, runtime)
             runs.append(emit(head | {"bench": "e2e_repeat", "repeat": i} | again)["efficiency"])
         summary |= {"efficiency": round(statistics.median(runs), 3), "efficiency_runs": runs}
         return emit(summary)
     finally:
         emit.close()
         with contextlib.suppress(Exception):
-            runtime.session = None
+            runtime.backend = None
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""Model-only throughput: the exported ONNX model on ONNX Runtime vs the same network in PyTorch eager, per
-architecture and batch size, in one run. This is the ceiling the end-to-end agent is measured against.
+"""Model-only throughput: the exported ONNX model on each engine the agent has (ONNX Runtime, OpenVINO) vs the
+same network in PyTorch eager, per architecture and batch size, in one run. This is the ceiling the end-to-end
+agent is measured against.
 
-    python -m bench.model [--archs demo,slowfast_r50_4x16] [--batches 1,8] [--device cpu|cuda] [--fp16]
+    python -m bench.model [--archs demo,slowfast_r50_4x16] [--batches 1,8] [--device cpu,openvino|cuda] [--fp16]
 
-Runtimes: ``ort`` = :class:`agent.live.runtime.ModelRuntime` fed uint8 numpy batches (the agent's path: on CUDA, IO
-binding with pre-allocated device buffers, so the host→device copy of the uint8 clip is included); ``ort_device``
-(CUDA only) = the same session with inputs already on the GPU (pure model time); ``torch`` = PyTorch eager on
-uint8 tensors already on the device (fp16 weights with ``--fp16``). Random weights; ``demo`` is the bundled
-``models/motion_demo.onnx`` (SlowOnly, ResNet-18 width 16, 96 px). One JSON line per (arch, runtime, batch).
+Runtimes: ``ort`` and ``openvino`` = :class:`agent.live.runtime.ModelRuntime` on that engine (``--device``, one or
+several, as ``models.NAME.device``; auto is whichever the agent picks), fed uint8 numpy batches (the agent's path:
+on CUDA, IO binding with pre-allocated device buffers, so the host→device copy of the uint8 clip is included);
+``ort_device`` (CUDA only) = the same session with inputs already on the GPU (pure model time); ``torch`` = PyTorch
+eager on uint8 tensors already on the device (fp16 weights with ``--fp16``). Random weights; ``demo`` is the
+bundled ``models/motion_demo.onnx`` (SlowOnly, ResNet-18 width 16, 96 px). One JSON line per (arch, runtime,
+batch); the engines' lines of one batch size are measured one after the other.
 """
 
 from __future__ import annotations
@@ -54,12 +57,23 @@ def model_file(
     return out
 
 
-def runtime_for(path: Path, device: str, max_batch: int, threads: int | None = None, workers: int = 1):
+def runtime_for(
+    path: Path, device: str, max_batch: int, threads: int | None = None, workers: int = 1, precision: str = "fp32"
+):
     from agent.config import ModelConfig
     from agent.live.runtime import ModelRuntime
 
-    config = ModelConfig(path=path, device=device, max_batch=max_batch, threads=threads, workers=workers)
+    config = ModelConfig(
+        path=path, device=device, max_batch=max_batch, threads=threads, workers=workers, precision=precision
+    )
     return ModelRuntime(path.stem, config)
+
+
+def engine_name(runtime) -> str:
+    """A runtime's name in the records: ``ort`` (ONNX Runtime, CPU or CUDA), ``openvino`` or ``openvino_bf16``."""
+    if not runtime.device.startswith("openvino"):
+        return "ort"
+    return "openvino_bf16" if runtime.config.precision == "bf16" else "openvino"
 
 
 def random_batch(spec, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -79,20 +93,21 @@ def time_runs(fn, *, min_runs: int, seconds: float, warmup: int = 2) -> list[flo
     return runs
 
 
-def ort_fns(runtime, inputs: dict[str, np.ndarray]) -> dict:
-    fns = {"ort": lambda: runtime.infer(inputs)}
+def runtime_fns(runtime, inputs: dict[str, np.ndarray]) -> dict:
+    fns = {engine_name(runtime): lambda: runtime.infer(inputs)}
     if runtime.device == "cuda":
         import onnxruntime as ort
 
         device_id = runtime.config.device_id
         values = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", device_id) for k, v in inputs.items()}
+        session = runtime.backend.session
 
         def resident() -> None:
-            binding = runtime.session.io_binding()
+            binding = session.io_binding()
             for k, v in values.items():
                 binding.bind_ortvalue_input(k, v)
             binding.bind_output(runtime.spec.output.name, "cuda", device_id)
-            runtime.session.run_with_iobinding(binding)
+            session.run_with_iobinding(binding)
             binding.synchronize_outputs()
 
         fns["ort_device"] = resident
@@ -139,21 +154,26 @@ def torch_fn(graph, spec, inputs: dict[str, np.ndarray], device: str):
 def bench_arch(arch: str, args: argparse.Namespace, emit: Emitter) -> list[dict]:
     fp16 = args.fp16 and arch != "demo"
     path = model_file(arch, size=args.size, fp16=fp16, tiny=args.tiny)
-    runtime = runtime_for(path, args.device, max(args.batches), args.threads)
-    spec = runtime.spec
+    runtimes = [runtime_for(path, device, max(args.batches), args.threads) for device in args.device.split(",")]
+    if args.bf16:
+        runtimes.append(runtime_for(path, "openvino", max(args.batches), args.threads, precision="bf16"))
+    spec = runtimes[0].spec
+    torch_device = "cuda" if any(r.device == "cuda" for r in runtimes) else "cpu"
     records = []
     graph = None
     if "torch" in args.runtimes:
         try:  # fp16 PyTorch only on CUDA (CPU half convolutions are not what anyone deploys)
-            graph = torch_graph(arch, spec, runtime.device, fp16 and runtime.device == "cuda", args.threads, args.tiny)
-        except Exception as e:  # torch missing or the arch cannot run there: ORT numbers still count
+            graph = torch_graph(arch, spec, torch_device, fp16 and torch_device == "cuda", args.threads, args.tiny)
+        except Exception as e:  # torch missing or the arch cannot run there: the engines' numbers still count
             emit({"bench": "model", "arch": arch, "runtime": "torch", "error": str(e)[:200]})
     for n in args.batches:
         inputs = random_batch(spec, n)
-        fns = ort_fns(runtime, inputs)
+        fns = {}
+        for runtime in runtimes:
+            fns |= {name: (runtime, fn) for name, fn in runtime_fns(runtime, inputs).items()}
         if graph is not None:
-            fns["torch"] = torch_fn(graph, spec, inputs, runtime.device)
-        for name, fn in fns.items():
+            fns["torch"] = (None, torch_fn(graph, spec, inputs, torch_device))
+        for name, (runtime, fn) in fns.items():
             if name not in args.runtimes and not (name == "ort_device" and "ort" in args.runtimes):
                 continue
             runs = time_runs(fn, min_runs=args.min_runs, seconds=args.seconds)
@@ -164,8 +184,8 @@ def bench_arch(arch: str, args: argparse.Namespace, emit: Emitter) -> list[dict]
                         "bench": "model",
                         "arch": arch,
                         "runtime": name,
-                        "provider": runtime.device if name != "torch" else f"torch-{runtime.device}",
-                        "fp16": fp16 and (name != "torch" or runtime.device == "cuda"),
+                        "provider": runtime.device if runtime is not None else f"torch-{torch_device}",
+                        "fp16": fp16 and (name != "torch" or torch_device == "cuda"),
                         "tiny": args.tiny and arch != "demo",
                         "size": spec.size,
                         "batch": n,
@@ -183,12 +203,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", default="demo", help="comma-separated: demo and/or names from export.models.ARCHS")
     p.add_argument("--batches", default="1,4,8,16", help="comma-separated batch sizes")
-    p.add_argument("--runtimes", default="ort,torch")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    p.add_argument("--runtimes", default="ort,openvino,openvino_bf16,torch", help="which of them to measure")
+    p.add_argument("--bf16", action="store_true", help="also OpenVINO with precision bf16 (runtime openvino_bf16)")
+    p.add_argument(
+        "--device", default="auto", help="comma-separated, as models.NAME.device: auto, cpu, cuda, openvino, ..."
+    )
     p.add_argument("--fp16", action="store_true", help="fp16 models (export --fp16) and fp16 PyTorch")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--tiny", action="store_true", help="ResNet-18 width 8 versions of the archs (smoke runs)")
-    p.add_argument("--threads", type=int, help="CPU threads for both runtimes (default: theirs)")
+    p.add_argument("--threads", type=int, help="CPU threads for every runtime (default: theirs)")
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement (after warm-up)")
     p.add_argument("--min-runs", type=int, default=3)
     p.add_argument("--out", type=Path, help="also append the JSON lines to this file")

@@ -55,9 +55,11 @@ def draw(records: list[dict], outdir: Path, stem: str) -> list[Path]:
 
 
 def series_name(row: dict) -> str:
-    """An end-to-end sweep's name: its mode, its workers per model (since 0.3.0), and its model unless the demo's."""
+    """An end-to-end sweep's name: its mode, its workers per model (since 0.3.0), its model unless the demo's, and
+    its engine when OpenVINO (since 0.8.0; ONNX Runtime otherwise)."""
     name = f"{row['mode']} x{row['workers']}" if "workers" in row else row["mode"]
-    return name if row.get("model", "motion_demo.onnx") == "motion_demo.onnx" else f"{name} {row['model']}"
+    name = name if row.get("model", "motion_demo.onnx") == "motion_demo.onnx" else f"{name} {row['model']}"
+    return f"{name} {row['provider']}" if str(row.get("provider", "")).startswith("openvino") else name
 
 
 def _save(fig, path: Path) -> Path:

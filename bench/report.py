@@ -51,6 +51,22 @@ def tables(records: list[dict]) -> str:
             for r in split
         ]
         out.append("")
+    backends = [r for r in records if r["bench"] == "cpu_backends"]
+    if backends:
+        out += [
+            "| model | workers | saturated K: ONNX Runtime / OpenVINO | model-only clips/s | × | e2e clips/s "
+            "at saturation | × (rounds) | efficiency |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['model']} | {r['workers']} | {r['ort_cameras']} / {r['openvino_cameras']} "
+            f"| {r['ort_model_only_clips_per_s']} / {r['openvino_model_only_clips_per_s']} | {r['model_only_speedup']} "
+            f"| {r['ort_e2e_clips_per_s']} / {r['openvino_e2e_clips_per_s']} "
+            f"| **{r['e2e_speedup']}** ({', '.join(map(str, r['e2e_speedup_rounds']))}) "
+            f"| {r['ort_efficiency']} / {r['openvino_efficiency']} |"
+            for r in backends
+        ]
+        out.append("")
     decode = [r for r in records if r["bench"] == "decode"]
     if decode:
         out += ["| decode variant | fps | ratio |", "|---|---|---|"]

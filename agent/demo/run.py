@@ -98,7 +98,9 @@ def _broker_reachable(host: str = "127.0.0.1", port: int = 1883) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def run_demo(model: Path | None = None, mqtt: str | None = None) -> dict:
+def run_demo(model: Path | None = None, mqtt: str | None = None, device: str = "auto", precision: str = "fp32") -> dict:
+    """Play the stream through the agent and print the scorecard; ``device`` and ``precision`` as the model's
+    config keys (``make demo``: auto, fp32)."""
     model = model or DEMO_MODEL
     video, truth = ensure_stream()
     if mqtt is None and _broker_reachable():
@@ -107,7 +109,7 @@ def run_demo(model: Path | None = None, mqtt: str | None = None) -> dict:
     config = parse_config(
         {
             "cameras": [{"name": "demo", "url": str(video), "realtime": True, "every_s": 0.5}],
-            "models": {"motion": {"path": str(model), "max_batch": 1}},
+            "models": {"motion": {"path": str(model), "max_batch": 1, "device": device, "precision": precision}},
             "events": DEMO_EVENTS,
             "metrics": {"enabled": False},
             **({"mqtt": {"url": mqtt}} if mqtt else {}),
@@ -119,8 +121,10 @@ def run_demo(model: Path | None = None, mqtt: str | None = None) -> dict:
     sink = RecordingSink(MqttSink(config.mqtt, metrics) if config.mqtt else None, origin)
     agent = Agent(config, metrics=metrics, sink=sink)
     agent.load()
-    spec = agent.runtimes["motion"].spec
+    runtime = agent.runtimes["motion"]
+    spec = runtime.spec
     print(f"model {model.name}: {spec.arch}, labels {', '.join(spec.labels)}")
+    print(f"engine: {runtime.choice.engine} ({runtime.device}, {precision}) — {runtime.choice.why}")
     print(f"stream {video.name}: {len(truth)} actions in {STREAM_MINUTES * 60:.0f} s; events to {mqtt or 'terminal'}")
 
     async def main() -> None:

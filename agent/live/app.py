@@ -21,7 +21,7 @@ from agent.live.batcher import Batcher
 from agent.live.events import EventTracker, PersonEvents, unknown_labels
 from agent.live.people import IouTracker, PersonDetector, open_detector
 from agent.live.pipelines import CameraPipeline, ClipScoring, PersonScoring, Scoring
-from agent.live.runtime import ModelRuntime, providers_for
+from agent.live.runtime import ModelRuntime
 from agent.live.sinks import MqttSink, Sink, StdoutSink
 from agent.live.sources import Camera
 from agent.metrics import Metrics
@@ -68,14 +68,15 @@ class Agent:
                 runtime.warm_up(warm_up_sizes(self.config, name))
             spec = runtime.spec
             log.info(
-                "model %s: %s (%d labels) on %s, max_batch %d",
+                "model %s: %s (%d labels) on %s (%s), max_batch %d",
                 name,
                 spec.arch,
                 len(spec.labels),
                 runtime.device,
+                runtime.choice.why,
                 model.max_batch,
             )
-            detector = open_detector(name, model, spec, providers_for(model))
+            detector = open_detector(name, model, spec, runtime.device)
             if detector is not None:
                 self.detectors[name] = detector
                 log.info("model %s: person detector %s (%s outputs)", name, detector.config.path, detector.layout)

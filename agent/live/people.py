@@ -22,7 +22,8 @@ from numpy.typing import ArrayLike
 
 from agent.config import DetectorConfig, ModelConfig
 from agent.errors import ConfigError, SpecError
-from agent.spec import ModelSpec, open_session
+from agent.live.backends import open_backend
+from agent.spec import ModelSpec, Port
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 normalised to [0, 1] in the model's frame
 Detection = tuple[Box, float]  # a box and the detector's confidence
@@ -36,13 +37,14 @@ class Person:
 
 
 class PersonDetector:
-    """Runs the detector on one RGB frame and returns normalised person boxes, best first."""
+    """Runs the detector on one RGB frame and returns normalised person boxes, best first. ``device``: where its
+    model runs (its action model's, a :class:`agent.live.backends.Choice`'s device), always in fp32."""
 
-    def __init__(self, config: DetectorConfig, providers: list | None = None) -> None:
+    def __init__(self, config: DetectorConfig, device: str = "cpu") -> None:
         self.config = config
-        self.session = open_session(config.path, providers)
+        self.backend = open_backend(config.path, device)
         origin = str(config.path)
-        inputs = self.session.get_inputs()
+        inputs = self.backend.inputs
         if len(inputs) != 1:
             raise SpecError(f"{origin}: a person detector takes one image input, this one takes {len(inputs)}")
         node = inputs[0]
@@ -59,7 +61,7 @@ class PersonDetector:
         if channels not in (3, "3") and isinstance(channels, int):
             raise SpecError(f"{origin}: detector input {node.name!r} has {channels} channels, expected 3 (RGB)")
         self.fixed_hw = tuple(hw) if all(isinstance(d, int) and d > 0 for d in hw) else None
-        self.layout, self.outputs = _output_layout(self.session, origin)
+        self.layout, self.outputs = _output_layout(self.backend.outputs, origin)
         default_class = 1 if self.layout == "torchvision" else 0
         self.person_class = default_class if config.person_class is None else config.person_class
 
@@ -76,7 +78,7 @@ class PersonDetector:
             x = image.transpose(2, 0, 1).astype(self.input_dtype) / 255
         if self.batched:
             x = x[None]
-        results = self.session.run(self.outputs, {self.input_name: np.ascontiguousarray(x)})
+        results = self.backend.run(self.outputs, {self.input_name: np.ascontiguousarray(x)})
         if self.layout == "torchvision":
             boxes, labels, scores = (np.asarray(r) for r in results)
         else:
@@ -92,8 +94,9 @@ class PersonDetector:
         return [(_box(boxes[i]), float(scores[i])) for i in order]
 
 
-def open_detector(name: str, model: ModelConfig, spec: ModelSpec, providers: list | None = None):
-    """The detector of model ``name``: required for a person model, refused for a clip model (ConfigError)."""
+def open_detector(name: str, model: ModelConfig, spec: ModelSpec, device: str = "cpu"):
+    """The detector of model ``name`` on ``device``: required for a person model, refused for a clip model
+    (ConfigError)."""
     if spec.task == "person" and model.detector is None:
         raise ConfigError(
             f"models.{name}.detector: {model.path} is a person model (task: person); "
@@ -101,11 +104,10 @@ def open_detector(name: str, model: ModelConfig, spec: ModelSpec, providers: lis
         )
     if spec.task != "person" and model.detector is not None:
         raise ConfigError(f"models.{name}.detector: {model.path} is not a person model; remove the detector")
-    return None if model.detector is None else PersonDetector(model.detector, providers)
+    return None if model.detector is None else PersonDetector(model.detector, device)
 
 
-def _output_layout(session, origin: str) -> tuple[str, list[str]]:
-    outputs = session.get_outputs()
+def _output_layout(outputs: list[Port], origin: str) -> tuple[str, list[str]]:
     if len(outputs) == 1:
         shape = outputs[0].shape
         if shape and shape[-1] == 6 and len(shape) in (2, 3):

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+from pydantic import ValidationError
 
 from agent.config import DetectorConfig, ModelConfig
-from agent.errors import VideoError
+from agent.errors import ConfigError, VideoError
 from agent.live.people import Detection, IouTracker, PersonDetector
-from agent.live.runtime import ModelRuntime, box_inputs, providers_for, rows_per_clip
+from agent.live.runtime import ModelRuntime, box_inputs, rows_per_clip
 from agent.offline.annotate import annotate
 from agent.offline.proposals import Proposals, read_proposals
 from agent.offline.video import frame_times, iter_clips
@@ -34,10 +35,13 @@ BATCH = 8  # windows (key times) per model run
 
 def infer(args: argparse.Namespace) -> int:
     """Run ``args.model`` over ``args.video``; print the results, write ``--json`` / ``--annotate`` if asked."""
-    config = ModelConfig(path=args.model, max_batch=BATCH)
+    try:
+        config = ModelConfig(path=args.model, max_batch=BATCH, device=args.device, precision=args.precision)
+    except ValidationError as e:
+        raise ConfigError(f"--precision: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     runtime = ModelRuntime("infer", config)
     if runtime.spec.task == "person":
-        return _people(args, runtime, providers_for(config))
+        return _people(args, runtime)
     return _clips(args, runtime)
 
 
@@ -106,13 +110,13 @@ def key_times(args: argparse.Namespace, first: float, last: float) -> tuple[list
     return [float(t) for t in np.arange(first, last + 1e-6, every)], None
 
 
-def _people(args: argparse.Namespace, runtime: ModelRuntime, providers: list) -> int:
+def _people(args: argparse.Namespace, runtime: ModelRuntime) -> int:
     spec = runtime.spec
     if not args.proposals and not args.detector:
         raise VideoError(f"{args.model}: a person model needs people: give --proposals FILE or --detector DET.onnx")
     detector = None
     if args.detector and not args.proposals:
-        detector = PersonDetector(DetectorConfig(path=args.detector), providers)
+        detector = PersonDetector(DetectorConfig(path=args.detector), runtime.device)
     times = frame_times(args.video)
     first, last = float(times.min()), float(times.max())
     keys, proposals = key_times(args, first, last)

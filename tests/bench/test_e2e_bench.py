@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import statistics
 
+import pytest
+
 from agent.live.batcher import piece_rows
 from bench import e2e
 from bench.model import runtime_for
@@ -71,17 +73,20 @@ def test_auto_sweep_stops_at_the_first_k_whose_throughput_did_not_grow(tiny_mode
     assert summary["cameras"] in ks
 
 
-def test_each_line_says_where_the_cpu_went(tiny_model, tmp_path):
-    """Cameras' threads (reading, decoding, converting), the inference workers and the event loop: together the
-    whole process; a synthetic run has no camera thread."""
+@pytest.mark.parametrize("device", ["cpu", "openvino"])
+def test_each_line_says_where_the_cpu_went(tiny_model, tmp_path, device):
+    """Cameras' threads (reading, decoding, converting), the inference workers (ONNX Runtime's CPU provider runs
+    each single-threaded piece on its worker; OpenVINO on its own stream threads, "native", while the worker
+    waits) and the event loop: together the whole process; a synthetic run has no camera thread."""
     video = pattern_video(tmp_path / "cam.mp4", 4, size="160x120", fps=15)
     argv = ["--model", str(tiny_model), "--cameras", "3", "--every", "0.25", "--max-batch", "4", "--workers", "2"]
-    argv += ["--decode-threads", "1", "--seconds", "2", "--warmup", "0.5"]
+    argv += ["--decode-threads", "1", "--seconds", "2", "--warmup", "0.5", "--device", device]
     row = e2e.main([*argv, "--video", str(video), "--out", str(tmp_path / "decode.jsonl")])
     line = _lines(tmp_path / "decode.jsonl", "e2e")[0]
-    assert row["cameras"] == 3 and line["frames_decoded_per_s"] > 30
+    assert row["cameras"] == 3 and line["frames_decoded_per_s"] > 30 and line["provider"] == device
     groups = [line[f"cpu_percent_{g}"] for g in e2e.THREAD_GROUPS]
-    assert line["cpu_percent_cameras"] > 0 and line["cpu_percent_inference"] > 0, line
+    engine = "inference" if device == "cpu" else "native"
+    assert line["cpu_percent_cameras"] > 0 and line[f"cpu_percent_{engine}"] > 0, line
     assert abs(sum(groups) - line["cpu_percent"]) <= 0.1 * line["cpu_percent"] + 3, line  # every thread, once
     per_frame = 1e4 * line["cpu_percent_cameras"] / line["frames_decoded_per_s"]  # µs of camera CPU per frame
     assert abs(line["camera_cpu_us_per_frame"] - per_frame) <= 0.05 * per_frame, line
@@ -91,7 +96,7 @@ def test_each_line_says_where_the_cpu_went(tiny_model, tmp_path):
     e2e.main([*argv, "--synthetic", "--out", str(tmp_path / "synthetic.jsonl")])
     synthetic = _lines(tmp_path / "synthetic.jsonl", "e2e")[0]
     assert synthetic["cpu_percent_cameras"] == 0 and synthetic["camera_cpu_us_per_frame"] is None, synthetic
-    assert synthetic["cpu_percent_inference"] > 0, synthetic
+    assert synthetic[f"cpu_percent_{engine}"] > 0, synthetic
 
 
 def _lines(path, bench: str) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ DOCKERFILES = {"gpu": DEPLOY / "Dockerfile", "cpu": DEPLOY / "Dockerfile.cpu"}
 LOCKS = {"gpu": DEPLOY / "requirements-gpu.txt", "cpu": DEPLOY / "requirements-cpu.txt"}
 # What the markers of pyproject.toml pick on the images' platform, and what each image installs instead.
 ORT = {"gpu": "onnxruntime-gpu", "cpu": "onnxruntime"}
+# The optional-dependency groups of pyproject.toml each image installs besides the dependencies: the CPU image has
+# OpenVINO, the engine `device: auto` picks there; the GPU image runs ONNX Runtime's CUDA provider only.
+EXTRAS = {"gpu": (), "cpu": ("openvino",)}
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -109,13 +113,21 @@ def _project_dependencies() -> list[Requirement]:
     return [Requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
 
 
+def _extra_dependencies(extra: str) -> list[Requirement]:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return [Requirement(d) for d in extras[extra]]
+
+
 @pytest.mark.parametrize("variant", LOCKS)
 def test_lock_pins_every_project_dependency(variant):
-    """Each runtime dependency of pyproject.toml is pinned to a version its specifier admits; the CPU lock has the
-    CPU onnxruntime where the linux x86_64 marker asks for onnxruntime-gpu, and never both."""
+    """Each runtime dependency of pyproject.toml, and of the extras the image installs (the CPU image: openvino),
+    is pinned to a version its specifier admits; the CPU lock has the CPU onnxruntime where the linux x86_64 marker
+    asks for onnxruntime-gpu, and never both; the GPU lock has no OpenVINO."""
     pins = _pins(LOCKS[variant])
     linux_x86 = {"platform_system": "Linux", "platform_machine": "x86_64", "python_version": "3.12"}
-    for req in _project_dependencies():
+    extras = [req for extra in EXTRAS[variant] for req in _extra_dependencies(extra)]
+    assert variant != "cpu" or [r.name for r in extras] == ["openvino"]
+    for req in _project_dependencies() + extras:
         if req.marker is not None and not req.marker.evaluate(linux_x86):
             continue
         name = canonicalize_name(req.name)
@@ -125,11 +137,22 @@ def test_lock_pins_every_project_dependency(variant):
         assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} violates {req}"
     other = ORT["cpu" if variant == "gpu" else "gpu"]
     assert other not in pins, f"{LOCKS[variant].name} must not install {other}"
+    if variant == "gpu":
+        assert "openvino" not in pins, "the GPU image runs ONNX Runtime's CUDA provider only"
 
 
-def test_locks_agree_except_onnxruntime():
+def test_locks_agree_except_onnxruntime_and_openvino():
+    """The same pins but for the onnxruntime build, and the CPU image's OpenVINO: the openvino package and what it
+    requires (as installed here by `make install`) that the GPU lock does not already pin."""
     gpu, cpu = _pins(LOCKS["gpu"]), _pins(LOCKS["cpu"])
     assert gpu.pop("onnxruntime-gpu") == cpu.pop("onnxruntime")
+    closure = {"openvino"} | {
+        canonicalize_name(req.name)
+        for req in map(Requirement, metadata.requires("openvino") or [])
+        if req.marker is None or req.marker.evaluate({"extra": ""})
+    }
+    only_cpu = {name: cpu.pop(name) for name in list(cpu) if name not in gpu}
+    assert set(only_cpu) == closure - set(gpu), only_cpu
     assert gpu == cpu
 
 

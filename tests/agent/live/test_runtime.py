@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions and cross-camera batching."""
+"""Model runtimes (ONNX Runtime here; tests/agent/live/test_openvino.py runs OpenVINO) and cross-camera batching."""
 
 from __future__ import annotations
 
@@ -6,18 +6,20 @@ import asyncio
 import itertools
 import threading
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from agent.config import ModelConfig
+from agent.config import DetectorConfig, ModelConfig
+from agent.live.backends import batch_buckets
 from agent.live.batcher import Batcher, piece_rows
 from agent.live.clips import Clip
-from agent.live.runtime import ModelRuntime, batch_buckets
+from agent.live.people import PersonDetector
+from agent.live.runtime import ModelRuntime
 from agent.metrics import Metrics
 from agent.spec import SpecError
 from tests.onnx_runs import record_runs
+from tests.person_graphs import constant_detector
 
 
 def _clip(runtime: ModelRuntime, camera: str, seed: int) -> Clip:
@@ -82,9 +84,9 @@ def test_cuda_requested_without_cuda_is_a_clear_error(tiny_model):
         ModelRuntime("tiny", ModelConfig(path=tiny_model, device="cuda"))
 
 
-def test_auto_device_falls_back_to_cpu_here(tiny_model):
+def test_auto_device_runs_here(tiny_model):
     runtime = ModelRuntime("tiny", ModelConfig(path=tiny_model))
-    assert runtime.device in ("cpu", "cuda")
+    assert runtime.device in ("cpu", "cuda", "openvino")
     scores = runtime.infer({i.name: np.zeros((2, i.frames, 64, 64, 3), np.uint8) for i in runtime.spec.inputs})
     assert scores.shape == (2, 5) and scores.dtype == np.float32
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
@@ -98,7 +100,8 @@ def test_bound_path_pads_to_buckets_and_returns_only_real_rows(tiny_model):
     size = runtime.spec.size
     inputs = {i.name: rng.integers(0, 256, (3, i.frames, size, size, 3), dtype=np.uint8) for i in runtime.spec.inputs}
     plain = runtime.infer(inputs)
-    runtime.device, runtime.buckets, runtime.bound_device = "cuda", batch_buckets(6), ("cpu", 0)
+    runtime.backend.device, runtime.backend.bound_device = "cuda", ("cpu", 0)  # type: ignore[attr-defined]
+    runtime.buckets = batch_buckets(6)
     assert runtime.buckets == [1, 2, 4, 6] and runtime.bucket(3) == 4 and runtime.bucket(6) == 6
     for _ in range(2):  # the second run reuses the buffers
         np.testing.assert_allclose(runtime.infer(inputs), plain, atol=1e-6)
@@ -108,7 +111,7 @@ def test_bound_path_pads_to_buckets_and_returns_only_real_rows(tiny_model):
     assert all(v.shape == inputs[k].shape and v.base.shape[0] == 4 for k, v in stacked.items())
     np.testing.assert_allclose(runtime.infer(stacked), plain, atol=1e-6)
     runtime.warm_up([1, 5])
-    shapes = {(name, shape[0]) for name, shape, _ in runtime._device_inputs}
+    shapes = {(name, shape[0]) for name, shape, _ in runtime.backend._device_inputs}  # type: ignore[attr-defined]
     assert shapes == {(i.name, b) for i in runtime.spec.inputs for b in (1, 2, 4, 6)}
 
 
@@ -121,15 +124,15 @@ def test_workers_share_a_batch_in_pieces_and_never_wait_for_each_other(tiny_mode
     runtime = ModelRuntime("tiny", config)
     clips = [_clip(runtime, f"cam{i}", seed=i) for i in range(12)]
     expected = {c.camera: runtime.infer({k: v[None] for k, v in c.inputs.items()})[0] for c in clips}
-    session_run, started = runtime.session.run, itertools.count()
+    backend_run, started = runtime.backend.run, itertools.count()
     others_done = threading.Event()  # the first piece is held until the other eleven clips have their scores
 
     def uneven(names, inputs):
         if next(started) == 0:
             others_done.wait(timeout=20)  # a batcher that waits for it fails below after these 20 s, not hangs
-        return session_run(names, inputs)
+        return backend_run(names, inputs)
 
-    runtime.session = SimpleNamespace(run=uneven)
+    runtime.backend.run = uneven  # type: ignore[method-assign]
     runs = record_runs(runtime)
     batcher = Batcher(runtime, metrics)
     done_at: dict[str, float] = {}
@@ -165,13 +168,13 @@ def test_workers_go_from_piece_to_piece_while_the_event_loop_is_busy(tiny_model)
     the clips just scored), both workers go on with the batch's remaining pieces."""
     config = ModelConfig(path=tiny_model, device="cpu", max_batch=8, max_wait_ms=0, workers=2)
     runtime = ModelRuntime("tiny", config)
-    session_run = runtime.session.run
+    backend_run = runtime.backend.run
 
     def slow(names, inputs):
         time.sleep(0.05)
-        return session_run(names, inputs)
+        return backend_run(names, inputs)
 
-    runtime.session = SimpleNamespace(run=slow)
+    runtime.backend.run = slow  # type: ignore[method-assign]
     runs = record_runs(runtime)
     batcher = Batcher(runtime, Metrics())
     blocked: list[float] = []
@@ -271,3 +274,19 @@ def test_a_cameras_newer_clip_replaces_its_waiting_one_not_its_running_one(tiny_
         alone = runtime.infer({name: frames[None] for name, frames in clip.inputs.items()})[0]
         np.testing.assert_allclose(scores, alone, atol=1e-5)
     assert metrics.value("actionstream_batch_size_sum", model="tiny") == 4  # clips[0] never ran
+
+
+def test_a_detector_on_the_bound_path_finds_what_a_plain_run_finds(tmp_path):
+    """The person detector on CUDA goes through the same IO binding (its outputs, of data-dependent length, come
+    back from the device): exercised with CPU-resident buffers, the same people as a plain run, in both layouts."""
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    for layout, classes in (("torchvision", [1, 1, 2]), ("yolo", [0, 0, 1])):
+        path = constant_detector(
+            tmp_path / f"{layout}.onnx", [[16, 24, 112, 116], [100, 20, 150, 110], [5, 5, 20, 20]], [0.9, 0.8, 0.95],
+            classes, layout=layout, image="uint8_nhwc", size=(120, 160),
+        )  # fmt: skip
+        plain = PersonDetector(DetectorConfig(path=path), "cpu").detect(frame)
+        bound = PersonDetector(DetectorConfig(path=path), "cpu")
+        bound.backend.device, bound.backend.bound_device = "cuda", ("cpu", 0)  # type: ignore[attr-defined]
+        assert len(plain) == 2 and bound.detect(frame) == plain and bound.detect(frame) == plain
+        assert len(bound.backend._device_inputs) == 1  # type: ignore[attr-defined]  # one buffer, reused
