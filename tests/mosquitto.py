@@ -167,8 +167,9 @@ class Mosquitto:
 
 class Message(NamedTuple):
     topic: str
-    payload: str
+    payload: str  # decoded as UTF-8 (binary payloads: with replacement characters; see ``raw``)
     retain: bool
+    raw: bytes = b""
 
 
 class Subscriber:
@@ -227,7 +228,8 @@ class Subscriber:
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:
-            self.messages.append(Message(msg.topic, msg.payload.decode(), bool(msg.retain)))
+            payload = bytes(msg.payload)
+            self.messages.append(Message(msg.topic, payload.decode(errors="replace"), bool(msg.retain), payload))
 
     def snapshot(self) -> list[Message]:
         with self._lock:
