@@ -281,7 +281,7 @@ class Recorder:
         """The frame received at or just before ``at`` (the oldest held, if none is that old), decoded from the
         ring; None when the ring holds no keyframe."""
         with self._lock:
-            ring, codec = list(self._ring), self._codec
+            ring, codec, time_base = list(self._ring), self._codec, self._time_base
         if codec is None:
             return None
         keys = [i for i, p in enumerate(ring) if p.keyframe]
@@ -296,7 +296,7 @@ class Recorder:
         newest = None
         for p in ring[first : last + 1]:
             packet = av.Packet(p.data)
-            packet.pts, packet.dts = p.pts, p.dts
+            packet.pts, packet.dts, packet.time_base = p.pts, p.dts, time_base
             try:
                 for frame in decoder.decode(packet):
                     newest = frame
