@@ -227,3 +227,44 @@ def test_status_page_shows_actions_with_snapshots_and_playable_clips(scenario, t
     assert found["rows"] >= 1 and found["width"] == MAIN[0] and found["camera"] == "demo"
     assert found["ready_state"] >= 2 and found["duration"] > PRE_S + POST_S
     assert (scenario["work"] / "status-page.png").stat().st_size > 10_000
+
+
+def test_kill_9_during_a_clip_leaves_no_half_file_served_and_the_store_readable(tmp_path):
+    video = tmp_path / "stream.mp4"
+    write_scripted_stream(video, tmp_path / "stream.json", minutes=0.3, seed=3)
+    data = tmp_path / "data"
+    config = {
+        "cameras": [{"name": "demo", "url": str(video), "loop": True, "every_s": 0.5}],
+        "models": {"motion": {"path": str(DEMO_MODEL), "max_batch": 1}},
+        "events": DEMO_EVENTS,
+        "evidence": {"enabled": True, "pre_s": 1.0, "post_s": 30.0},  # every clip records for a while
+        "storage": {"path": str(data)},
+    }
+    first = AgentProcess(tmp_path / "first", config).start()
+    base = first.metrics_url.removesuffix("/metrics")
+    try:
+        first.wait_for(lambda: list(data.glob("clips/demo/*.mp4.part")), 60, "a clip being recorded")
+        status, _, body = get(base + "/api/actions", None)
+        recording = [a for a in json.loads(body) if a["clip"] is None]
+        assert status == 200 and recording
+        first.proc.kill()  # SIGKILL: no clean stop, the clip half written
+        first.proc.wait(10)
+    finally:
+        first.stop()
+    assert list(data.glob("clips/demo/*.mp4.part")), "the crash left a partial clip"
+    config["metrics"] = first.config["metrics"]
+    with AgentProcess(tmp_path / "second", config) as second:
+        second.wait_for(lambda: get(base + "/healthz", None)[0] == 200, 60, "the restarted agent")
+        status, _, body = get(base + "/api/actions?limit=1000", None)
+        rows = {a["action_id"]: a for a in json.loads(body)}
+        assert status == 200 and not list(data.rglob("*.part"))
+        for a in recording:
+            row = rows[a["action_id"]]
+            assert row["interrupted"] and row["end_time"] is not None and row["clip"] is None
+            assert get(base + f"/api/actions/{a['action_id']}/clip.mp4", None)[0] == 404
+        for row in rows.values():  # whatever the store names is whole
+            if row["clip"]:
+                status, _, mp4 = get(base + row["clip"], None)
+                (tmp_path / "check.mp4").write_bytes(mp4)
+                assert status == 200 and float(ffprobe(tmp_path / "check.mp4")["format"]["duration"]) > 0
+        assert "recovered after an unclean stop" in second.log()
