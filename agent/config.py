@@ -292,13 +292,16 @@ class HttpConfig(Section):
     """The agent's HTTP server (on ``metrics.host:metrics.port``): who may read the API and the status page."""
 
     token: SecretStr | None = Field(
-        default=None, description="required as `Authorization: Bearer TOKEN` for /api/* and / (use ${ENV_VAR})"
+        default=None,
+        description="required as `Authorization: Bearer TOKEN` for /api/* and / (use ${ENV_VAR}; empty: none)",
     )
     public: bool = Field(default=False, description="serve /api/* and / without a token on an address beyond loopback")
 
     @field_validator("token")
     @classmethod
     def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value():
+            return None  # empty (an unset ${VAR:-}): no token
         if v is not None and (len(v.get_secret_value()) < 8 or not v.get_secret_value().isprintable()):
             raise ValueError("must be at least 8 printable characters")
         return v
