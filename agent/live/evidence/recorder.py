@@ -148,6 +148,7 @@ class Recorder:
         self.done = done
         self._lock = threading.Lock()
         self._ring: deque[_Packet] = deque()
+        self._keys: deque[_Packet] = deque()  # the ring's keyframes, oldest first (ring[0] is keys[0])
         self._bytes = 0
         self._stream: av.video.stream.VideoStream | None = None
         self._time_base: Fraction | None = None
@@ -160,8 +161,7 @@ class Recorder:
     def opened(self, stream: av.video.stream.VideoStream) -> None:
         with self._lock:
             finished = self._finish_all("stream_restarted")
-            self._ring.clear()
-            self._bytes = 0
+            self._clear()
             self._stream = stream
             self._time_base = stream.time_base or Fraction(1, 90000)
             context = stream.codec_context
@@ -175,9 +175,10 @@ class Recorder:
         )  # fmt: skip
         finished = []
         with self._lock:
-            self._ring.append(record)
-            self._bytes += len(record.data)
+            self._append(record)
             self._trim(received_at)
+            if not self._clips:
+                return
             for action_id, clip in list(self._clips.items()):
                 if received_at > clip.until or received_at > clip.cap:
                     del self._clips[action_id]
@@ -195,27 +196,32 @@ class Recorder:
         with self._lock:
             finished = self._finish_all("stream_lost")
             self._stream = None
-            self._ring.clear()
-            self._bytes = 0
+            self._clear()
         self._report(finished)
+
+    def _clear(self) -> None:
+        self._ring.clear()
+        self._keys.clear()
+        self._bytes = 0
+
+    def _append(self, record: _Packet) -> None:
+        if not self._ring and not record.keyframe:
+            return  # nothing decodes before the first keyframe
+        self._ring.append(record)
+        self._bytes += len(record.data)
+        if record.keyframe:
+            self._keys.append(record)
 
     def _trim(self, now: float) -> None:
         """Drops whole groups of pictures from the front while the next keyframe is old enough, or the ring holds
-        too much."""
-        ring = self._ring
-        while ring and not ring[0].keyframe:  # nothing decodes before the first keyframe
-            self._bytes -= len(ring.popleft().data)
-        while True:
-            nxt = next((i for i in range(1, len(ring)) if ring[i].keyframe), None)
-            if nxt is None:
-                break
-            if ring[nxt].received_at > now - self.history_s and self._bytes <= self.ring_bytes:
-                break
-            for _ in range(nxt):
+        too much (amortised O(1) a packet)."""
+        ring, keys = self._ring, self._keys
+        while len(keys) >= 2 and (keys[1].received_at <= now - self.history_s or self._bytes > self.ring_bytes):
+            keys.popleft()
+            while ring[0] is not keys[0]:
                 self._bytes -= len(ring.popleft().data)
         if self._bytes > self.ring_bytes:  # one group of pictures larger than the ring: keep none
-            ring.clear()
-            self._bytes = 0
+            self._clear()
 
     # -- the evidence workers --------------------------------------------------------------------------------------
 
@@ -282,7 +288,7 @@ class Recorder:
         ring; None when the ring holds no keyframe."""
         with self._lock:
             ring, codec, time_base = list(self._ring), self._codec, self._time_base
-        if codec is None:
+        if codec is None or time_base is None:
             return None
         keys = [i for i, p in enumerate(ring) if p.keyframe]
         if not keys:
