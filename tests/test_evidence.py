@@ -135,11 +135,11 @@ def test_every_detected_action_has_a_row_a_snapshot_and_a_clip(scenario):
     # the snapshot topic holds the JPEG of each label's latest action, retained
     labels = {e["label"] for e in starts}
     with Subscriber(scenario["subscriber"].broker, "actionstream/demo/+/snapshot") as late:
-        retained = late.wait_for(
-            lambda ms: {m.topic for m in ms} >= {f"actionstream/demo/{lb}/snapshot" for lb in labels}
-        )
-    for m in retained:
-        assert m.retain and m.raw[:2] == b"\xff\xd8" and Image.open(io.BytesIO(m.raw)).size == MAIN
+        expected = {f"actionstream/demo/{label}/snapshot" for label in labels}
+        late.wait_for(lambda ms: {m.topic for m in ms} >= expected)
+        retained = list(zip(late.snapshot(), list(late.raw), strict=False))
+    for m, raw in retained:
+        assert m.retain and raw[:2] == b"\xff\xd8" and Image.open(io.BytesIO(raw)).size == MAIN
 
 
 def test_the_api_answers_every_path(scenario):
