@@ -3,9 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the tests use: broker, RTSP server, ffmpeg, promtool.
-APT_PACKAGES := mosquitto mosquitto-clients rtsp-server-perl ffmpeg prometheus
-APT_COMMANDS := mosquitto mosquitto_sub ffmpeg promtool
+# Debian packages the tests use: broker, RTSP server, ffmpeg, promtool, headless Chromium (the status page).
+APT_PACKAGES := mosquitto mosquitto-clients rtsp-server-perl ffmpeg prometheus chromium
+APT_COMMANDS := mosquitto mosquitto_sub ffmpeg promtool chromium
 
 .PHONY: install deps test demo lint clean bench soak
 

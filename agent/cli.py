@@ -116,7 +116,19 @@ def _check(args: argparse.Namespace) -> int:
     for camera in config.cameras:
         url = redact_url(camera.stream_url())
         lines.append(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
+        record = camera.record_config()
+        if record is not None:
+            lines.append(f"    evidence from {redact_url(record.stream_url())}")
     lines.append(f"  events: {'MQTT ' + redact_url(config.mqtt.url) if config.mqtt else 'stdout (JSON lines)'}")
+    if config.evidence.enabled:
+        ev, st = config.evidence, config.storage
+        kept = ", ".join(k for k in ("snapshots", "clips") if getattr(ev, k)) or "rows only"
+        lines.append(
+            f"  evidence: {kept} (clips {ev.pre_s:g} s before to {ev.post_s:g} s after) in {st.path}, "
+            f"kept {st.keep_days:g} days, at most {st.max_gb:g} GB"
+        )
+    for i, hook in enumerate(config.webhooks):
+        lines.append(f"  webhook {config.webhook_name(i)}: {redact_url(hook.url.get_secret_value())}")
     if args.shards is not None:
         for index, names in assignment([c.name for c in config.cameras], args.shards).items():
             lines.append(f"  shard {index}/{args.shards}: {', '.join(names) or '(no cameras)'}")

@@ -34,6 +34,25 @@ def _readable_file(path: Path | None) -> Path | None:
     return path
 
 
+def _checked_url(v: SecretStr) -> SecretStr:
+    """A camera URL: not empty; a URL (``scheme://``) has a known scheme, a host (but for files) and a valid port."""
+    url = v.get_secret_value()
+    if not url.strip():
+        raise ValueError("must not be empty")
+    if "://" in url:  # a URL (anything else is a file path or a device, which may appear later)
+        shown = redact_url(url)
+        parts = urlsplit(without_userinfo(url))
+        if parts.scheme.lower() not in URL_SCHEMES:
+            raise ValueError(f"unsupported scheme {parts.scheme!r} in {shown} (expected {', '.join(URL_SCHEMES)})")
+        if parts.scheme.lower() != "file" and not parts.hostname:
+            raise ValueError(f"no host in {shown}")
+        try:
+            _ = parts.port  # urlsplit checks the port when asked
+        except ValueError:
+            raise ValueError(f"invalid port in {shown}") from None
+    return v
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,21 +102,7 @@ class SourceConfig(Section):
     @field_validator("url")
     @classmethod
     def _url_not_empty(cls, v: SecretStr) -> SecretStr:
-        url = v.get_secret_value()
-        if not url.strip():
-            raise ValueError("must not be empty")
-        if "://" in url:  # a URL (anything else is a file path or a device, which may appear later)
-            shown = redact_url(url)
-            parts = urlsplit(without_userinfo(url))
-            if parts.scheme.lower() not in URL_SCHEMES:
-                raise ValueError(f"unsupported scheme {parts.scheme!r} in {shown} (expected {', '.join(URL_SCHEMES)})")
-            if parts.scheme.lower() != "file" and not parts.hostname:
-                raise ValueError(f"no host in {shown}")
-            try:
-                _ = parts.port  # urlsplit checks the port when asked
-            except ValueError:
-                raise ValueError(f"invalid port in {shown}") from None
-        return v
+        return _checked_url(v)
 
     @field_validator("ca_file")
     @classmethod
@@ -155,6 +160,29 @@ class EventsConfig(Section):
 class CameraConfig(SourceConfig):
     model: str | None = Field(default=None, description="name of a model in `models` (default: the only one)")
     events: EventsConfig | None = Field(default=None, description="overrides the top-level `events` section")
+    record_url: SecretStr | None = Field(
+        default=None,
+        description="a second stream of the same camera (its main stream) recorded for evidence only; "
+        "default: the evidence comes from `url`",
+    )
+
+    @field_validator("record_url")
+    @classmethod
+    def _record_url(cls, v: SecretStr | None) -> SecretStr | None:
+        return None if v is None else _checked_url(v)
+
+    @model_validator(mode="after")
+    def _record_credentials(self) -> CameraConfig:
+        self.record_config()  # username/password apply to record_url too: the same checks
+        return self
+
+    def record_config(self) -> SourceConfig | None:
+        """The evidence stream as a source of its own (``record_url`` with this camera's credentials and stream
+        settings), or None when the model's stream is recorded."""
+        if self.record_url is None:
+            return None
+        fields = {k: getattr(self, k) for k in SourceConfig.model_fields if k != "url"}
+        return SourceConfig(**fields, url=self.record_url)
 
 
 class DetectorConfig(Section):
@@ -250,9 +278,84 @@ class MqttConfig(Section):
 
 
 class MetricsConfig(Section):
-    enabled: bool = True
-    host: str = Field(default="0.0.0.0", description="address the /metrics endpoint binds")
+    enabled: bool = Field(default=True, description="serve /metrics, the probes, the API and the status page")
+    host: str = Field(default="0.0.0.0", description="address the HTTP server binds")
     port: int = Field(default=9108, ge=0, le=65535)
+
+
+class EvidenceConfig(Section):
+    """What the agent keeps of each action: a snapshot, a clip and a row in the event store."""
+
+    enabled: bool = Field(default=False, description="keep evidence (snapshots, clips, the event store)")
+    snapshots: bool = Field(default=True, description="a JPEG of the deciding clip's newest frame per action")
+    clips: bool = Field(default=True, description="an MP4 per action, remuxed from the camera's own packets")
+    pre_s: float = Field(default=5.0, ge=0, le=60, description="seconds of video before the action's start")
+    post_s: float = Field(default=5.0, ge=0, le=60, description="seconds of video after the action's end")
+    max_clip_s: float = Field(default=300.0, gt=0, description="a clip is closed at this length")
+    ring_mb: float = Field(
+        default=64.0, gt=0, description="the most compressed video a camera keeps for clips' pre-roll, MB"
+    )
+    jpeg_quality: int = Field(default=85, ge=10, le=100, description="snapshot JPEG quality")
+
+
+class StorageConfig(Section):
+    """Where evidence lives: the SQLite event store and the snapshot and clip files, with retention."""
+
+    path: Path = Field(default=Path("data"), description="folder of the event store and the evidence files")
+    keep_days: float = Field(default=30.0, gt=0, description="actions older than this are deleted, evidence too")
+    max_gb: float = Field(default=10.0, gt=0, description="evidence beyond this many GB: the oldest goes first")
+
+
+class HttpConfig(Section):
+    """The agent's HTTP server (on ``metrics.host:metrics.port``): who may read the API and the status page."""
+
+    token: SecretStr | None = Field(
+        default=None,
+        description="required as `Authorization: Bearer TOKEN` for /api/* and / (use ${ENV_VAR}; empty: none)",
+    )
+    public: bool = Field(default=False, description="serve /api/* and / without a token on an address beyond loopback")
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value():
+            return None  # empty (an unset ${VAR:-}): no token
+        if v is not None and (len(v.get_secret_value()) < 8 or not v.get_secret_value().isprintable()):
+            raise ValueError("must be at least 8 printable characters")
+        return v
+
+
+class WebhookConfig(Section):
+    """One HTTP endpoint that is POSTed the event JSON of the actions it asks for."""
+
+    url: SecretStr = Field(description="http:// or https:// URL the event JSON is POSTed to")
+    name: str | None = Field(default=None, description="the `webhook` label of its metrics (default: webhook-N)")
+    labels: list[str] | None = Field(default=None, description="only these labels (default: all)")
+    cameras: list[str] | None = Field(default=None, description="only these cameras (default: all)")
+    min_score: float = Field(default=0.0, ge=0, le=1, description="only events whose top_score is at least this")
+    cooldown_s: float = Field(
+        default=0.0, ge=0, description="after an action is sent, another of its camera and label within this is not"
+    )
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra headers (secrets: ${ENV_VAR})")
+    timeout_s: float = Field(default=10.0, gt=0, description="seconds one POST may take")
+    retries: int = Field(default=5, ge=0, le=20, description="tries after the first, 1 s doubling to 60 s apart")
+    queue_max: int = Field(default=1000, ge=1, description="events waiting for this webhook; beyond it, the oldest go")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: SecretStr) -> SecretStr:
+        url = v.get_secret_value()
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {redact_url(url)}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(NAME, v):
+            raise ValueError(f"must match {NAME}")
+        return v
 
 
 class AgentConfig(Section):
@@ -261,6 +364,10 @@ class AgentConfig(Section):
     mqtt: MqttConfig | None = Field(default=None, description="absent: events go to stdout as JSON lines")
     metrics: MetricsConfig = MetricsConfig()
     events: EventsConfig = EventsConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
+    storage: StorageConfig = StorageConfig()
+    http: HttpConfig = HttpConfig()
+    webhooks: list[WebhookConfig] = Field(default_factory=list, description="POST events to these URLs")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -278,7 +385,14 @@ class AgentConfig(Section):
                 raise ValueError(
                     f"camera {cam.name!r}: model {cam.model!r} is not in `models` ({', '.join(self.models)})"
                 )
+        hooks = [self.webhook_name(i) for i in range(len(self.webhooks))]
+        dupes = sorted({n for n in hooks if hooks.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate webhook names: {', '.join(dupes)}")
         return self
+
+    def webhook_name(self, index: int) -> str:
+        return self.webhooks[index].name or f"webhook-{index}"
 
     def model_of(self, camera: CameraConfig) -> str:
         return camera.model or next(iter(self.models))

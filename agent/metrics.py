@@ -80,6 +80,39 @@ class Metrics:
         self.queue_depth = Gauge(
             "queue_depth", "Items waiting in a pipeline stage", ["stage"], namespace=ns, registry=r
         )
+        self.snapshots_written = Counter(
+            "snapshots_written", "Action snapshots (JPEG) written", ["camera"], namespace=ns, registry=r
+        )
+        self.clips_written = Counter(
+            "clips_written", "Action clips (MP4) written", ["camera"], namespace=ns, registry=r
+        )
+        self.evidence_bytes = Gauge(
+            "evidence_bytes", "Bytes of snapshots and clips in the event store", namespace=ns, registry=r
+        )
+        self.evidence_dropped = Counter(
+            "evidence_dropped",
+            "Snapshots or clips not kept, or deleted, by reason",
+            ["kind", "reason"],
+            namespace=ns,
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "webhook_deliveries", "Events a webhook accepted (2xx)", ["webhook"], namespace=ns, registry=r
+        )
+        self.webhook_failures = Counter(
+            "webhook_failures",
+            "Webhook events given up on, by reason",
+            ["webhook", "reason"],
+            namespace=ns,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "http_requests",
+            "HTTP requests answered, by path class and status",
+            ["path", "status"],
+            namespace=ns,
+            registry=r,
+        )
 
     def value(self, name: str, **labels: str) -> float:
         """Current sample value by its exposed name (tests and stats)."""

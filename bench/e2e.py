@@ -76,6 +76,9 @@ class RecordingSink:
     def publish_stats(self, stats: dict) -> None:
         pass
 
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None:
+        pass
+
     def announce(self, camera, labels) -> None:
         pass
 

@@ -167,7 +167,7 @@ class Mosquitto:
 
 class Message(NamedTuple):
     topic: str
-    payload: str
+    payload: str  # decoded as UTF-8 (binary payloads: with replacement characters; Subscriber.raw has the bytes)
     retain: bool
 
 
@@ -192,6 +192,7 @@ class Subscriber:
         self.broker = broker
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         self.messages: list[Message] = []
+        self.raw: list[bytes] = []  # each message's payload as it came, in the same order
         self.subscribed = threading.Event()
         self._lock = threading.Lock()
         if persistent and not client_id:
@@ -227,7 +228,9 @@ class Subscriber:
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:
-            self.messages.append(Message(msg.topic, msg.payload.decode(), bool(msg.retain)))
+            payload = bytes(msg.payload)
+            self.messages.append(Message(msg.topic, payload.decode(errors="replace"), bool(msg.retain)))
+            self.raw.append(payload)
 
     def snapshot(self) -> list[Message]:
         with self._lock:

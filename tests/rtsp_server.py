@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -48,20 +49,34 @@ AnyEvent->condvar->recv;
 
 
 class RtspServer:
-    """``start()`` / ``kill()`` as often as a test likes; the publisher streams a live test pattern (GOP 0.5 s)."""
+    """``start()`` / ``kill()`` as often as a test likes; the publisher streams a live test pattern (GOP 0.5 s).
 
-    def __init__(self, path: str = "cam1", fps: int = 25) -> None:
+    ``sources``: mount path → ``(video file, ffmpeg video filter or None)`` instead: each file is played once in
+    real time, re-encoded as a camera would (H.264, GOP one second), all of them starting together, so that two
+    mounts of the same file (a sub-stream and a scaled main stream, say) show the same moment at the same time.
+    """
+
+    def __init__(self, path: str = "cam1", fps: int = 25, sources: dict[str, tuple[Path, str | None]] | None = None):
         for tool in ("rtsp-server-perl", "ffmpeg"):
             if shutil.which(tool) is None:
                 raise RuntimeError(f"{tool} is not installed: run `make deps` (make test does)")
-        self.path, self.fps = path, fps
+        self.path, self.fps, self.sources = path, fps, sources
         self.client_port, self.source_port = free_port(), free_port()
         self.rtp_port = free_udp_ports()  # the server's default (20000) would clash with a second server
         self.procs: list[subprocess.Popen] = []
 
-    def url(self, user: str | None = None, password: str | None = None) -> str:
+    def url(self, user: str | None = None, password: str | None = None, path: str | None = None) -> str:
         auth = f"{user}:{password}@" if user else ""
-        return f"rtsp://{auth}127.0.0.1:{self.client_port}/{self.path}"
+        return f"rtsp://{auth}127.0.0.1:{self.client_port}/{path or self.path}"
+
+    def _publishers(self) -> list[tuple[str, list[str]]]:
+        if self.sources is None:
+            source = ["-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={self.fps}"]
+            return [(self.path, ["-re", *source, "-g", str(self.fps // 2)])]
+        return [
+            (path, ["-re", "-i", str(video), *(["-vf", vf] if vf else []), "-g", str(self.fps)])
+            for path, (video, vf) in self.sources.items()
+        ]
 
     def start(self, timeout: float = 10.0, tries: int = 3) -> None:
         """Server, then publisher; a publisher that exits at once (seen once in CI, under load) is started again."""
@@ -76,20 +91,29 @@ class RtspServer:
         _wait_listening(self.client_port, timeout)
         _wait_listening(self.source_port, timeout)
         for _ in range(tries):
-            log = tempfile.TemporaryFile()  # a file, not a pipe: a running publisher never blocks on its stderr
-            publisher = subprocess.Popen(
-                ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={self.fps}"]
-                + ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(self.fps // 2)]
-                + ["-pix_fmt", "yuv420p", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{self.path}"],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-            time.sleep(1.0)  # the publisher announces the stream
-            if publisher.poll() is None:
-                self.procs.append(publisher)
+            started = []
+            for path, args in self._publishers():
+                log = tempfile.TemporaryFile()  # a file, not a pipe: a running publisher never blocks on its stderr
+                publisher = subprocess.Popen(
+                    ["ffmpeg", "-v", "error", *args]
+                    + ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"]
+                    + ["-pix_fmt", "yuv420p", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{path}"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+                started.append((publisher, log))
+            time.sleep(1.0)  # the publishers announce their streams
+            if all(p.poll() is None for p, _ in started):
+                self.procs += [p for p, _ in started]
                 return
-            log.seek(0)
-            error = log.read().decode(errors="replace").strip()
+            errors = []
+            for p, log in started:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(timeout=10)
+                log.seek(0)
+                errors.append(log.read().decode(errors="replace").strip())
+            error = "; ".join(e for e in errors if e)
         self.kill()
         raise RuntimeError(f"the ffmpeg RTSP publisher exited at start {tries} times; last: {error or 'no output'}")
 

@@ -129,6 +129,7 @@ def test_documented_topics_are_exactly_the_published_ones(tmp_path):
                 sink.publish_status(CAMERA, True)
                 sink.publish_event(event())
                 sink.publish_state(CAMERA, "falling", True)
+                sink.publish_snapshot(CAMERA, "falling", b"\xff\xd8\xff\xe0 a JPEG")
                 sink.publish_stats({"time": time.time(), "cameras": {}, "models": {}})
                 deadline = time.monotonic() + 20
                 while (not sink.connected or sink.queued) and time.monotonic() < deadline:

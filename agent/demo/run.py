@@ -69,6 +69,10 @@ class RecordingSink:
         if self.inner:
             self.inner.publish_stats(stats)
 
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None:
+        if self.inner:
+            self.inner.publish_snapshot(camera, label, jpeg)
+
     def announce(self, camera: str, labels) -> None:
         if self.inner:
             self.inner.announce(camera, labels)

@@ -13,17 +13,21 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from prometheus_client import start_http_server
+import av
 
 from agent.config import AgentConfig, CameraConfig
 from agent.live.batcher import Batcher
-from agent.live.events import EventTracker, PersonEvents, unknown_labels
+from agent.live.events import EventTracker, PersonEvents, tracked_labels, unknown_labels
+from agent.live.evidence.keeper import Evidence
+from agent.live.http import HttpServer
 from agent.live.people import IouTracker, PersonDetector, open_detector
 from agent.live.pipelines import CameraPipeline, ClipScoring, PersonScoring, Scoring
 from agent.live.runtime import ModelRuntime
 from agent.live.sinks import MqttSink, Sink, StdoutSink
 from agent.live.sources import Camera
+from agent.live.webhooks import Webhooks
 from agent.metrics import Metrics
 from agent.spec import ModelSpec
 
@@ -58,6 +62,10 @@ class Agent:
         self.detectors: dict[str, PersonDetector] = {}  # person models' detectors, by model name
         self.run_id = run_id()  # in every event id, so that ids stay unique across restarts
         self._loaded = False
+        self._pipelines: list[CameraPipeline] = []
+        self._batchers: dict[str, Batcher] = {}
+        self._sink_in_use: Sink | None = None
+        self._started: float | None = None  # monotonic, once the cameras started
 
     def load(self) -> None:
         """Open every model (fatal problems raise here, before anything starts) and warm it up."""
@@ -92,51 +100,61 @@ class Agent:
         the cameras and the agent offline and return."""
         if not self._loaded:
             self.load()
-        server = None
-        if self.config.metrics.enabled:
-            server, _ = start_http_server(
-                self.config.metrics.port, addr=self.config.metrics.host, registry=self.metrics.registry
-            )
-            log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.config.metrics.port)
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                sink = await stack.enter_async_context(self._sink())
-                batchers = {name: Batcher(rt, self.metrics) for name, rt in self.runtimes.items()}
-                pipelines = [self._wire(camera, batchers, sink) for camera in self.config.cameras]
-                await stack.enter_async_context(_together([p.camera for p in pipelines]))
-                try:
-                    async with asyncio.TaskGroup() as tasks:
-                        for name, batcher in batchers.items():
-                            tasks.create_task(batcher.run(), name=f"batcher-{name}")
-                        streams = []
-                        for p in pipelines:
-                            p.announce()
-                            streams.append(tasks.create_task(p.stream(), name=f"camera-{p.name}"))
-                            tasks.create_task(p.watch(), name=f"status-{p.name}")
-                        if self.config.mqtt is not None:
-                            tasks.create_task(self._stats(sink, pipelines), name="stats")
-                        tasks.create_task(_stop_when(stop, streams), name="stop")
-                except BaseExceptionGroup as group:
-                    _, failed = group.split(_Stopping)
-                    if failed is not None:
-                        raise _first(failed) from None
-                finally:
-                    for pipeline in pipelines:
-                        pipeline.finish()
-        finally:
-            if server is not None:
-                server.shutdown()
+        async with contextlib.AsyncExitStack() as stack:
+            evidence = Evidence(self.config, self.metrics) if self.config.evidence.enabled else None
+            if self.config.metrics.enabled:
+                await stack.enter_async_context(HttpServer(self.config, self.metrics, self, evidence))
+            sink = self._sink_in_use = await stack.enter_async_context(self._sink())
+            hooks = [(self.config.webhook_name(i), w) for i, w in enumerate(self.config.webhooks)]
+            webhooks = await stack.enter_async_context(Webhooks(hooks, self.metrics)) if hooks else None
+            batchers = self._batchers = {name: Batcher(rt, self.metrics) for name, rt in self.runtimes.items()}
+            pipelines = self._pipelines = [
+                self._wire(camera, batchers, sink, evidence, webhooks) for camera in self.config.cameras
+            ]
+            if evidence is not None:
+                evidence.sink = sink
+                await stack.enter_async_context(evidence)
+            await stack.enter_async_context(_together([p.camera for p in pipelines]))
+            self._started = time.monotonic()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    for name, batcher in batchers.items():
+                        tasks.create_task(batcher.run(), name=f"batcher-{name}")
+                    streams = []
+                    for p in pipelines:
+                        p.announce()
+                        streams.append(tasks.create_task(p.stream(), name=f"camera-{p.name}"))
+                        tasks.create_task(p.watch(), name=f"status-{p.name}")
+                    if self.config.mqtt is not None:
+                        tasks.create_task(self._stats(sink, pipelines), name="stats")
+                    tasks.create_task(_stop_when(stop, streams), name="stop")
+            except BaseExceptionGroup as group:
+                _, failed = group.split(_Stopping)
+                if failed is not None:
+                    raise _first(failed) from None
+            finally:
+                for pipeline in pipelines:
+                    pipeline.finish()
 
     def _sink(self) -> Sink:
         if self.sink is not None:
             return self.sink
         return MqttSink(self.config.mqtt, self.metrics) if self.config.mqtt else StdoutSink(self.metrics)
 
-    def _wire(self, config: CameraConfig, batchers: dict[str, Batcher], sink: Sink) -> CameraPipeline:
+    def _wire(
+        self,
+        config: CameraConfig,
+        batchers: dict[str, Batcher],
+        sink: Sink,
+        evidence: Evidence | None = None,
+        webhooks: Webhooks | None = None,
+    ) -> CameraPipeline:
         """A camera's pipeline, with the scoring behaviour its model calls for."""
         model = self.config.model_of(config)
         batcher, spec = batchers[model], self.runtimes[model].spec
         camera = self.camera_factory(config, spec, self.metrics)
+        if evidence is not None:
+            evidence.attach(config, camera)
         events = self.config.events_of(config)
         detector = self.detectors.get(model)
         scoring: Scoring
@@ -149,9 +167,68 @@ class Agent:
                 camera=config.name, model=model, labels=spec.labels, config=events, run=self.run_id
             )
             scoring = PersonScoring(batcher, person_events, detector, people, self.metrics)
-        pipeline = CameraPipeline(camera, scoring, sink)
+        pipeline = CameraPipeline(camera, scoring, sink, evidence=evidence, webhooks=webhooks)
         batcher.watch(pipeline.model_changed)
         return pipeline
+
+    # -- what the HTTP server shows (agent.live.http.AgentView) ----------------------------------------------------
+
+    def cameras_view(self) -> list[dict[str, Any]]:
+        """Each camera: up, decoded fps, seconds since its newest frame, model, labels and those active now."""
+        now = time.time()
+        out = []
+        evidence_streams = {}
+        for p in self._pipelines:
+            evidence = p.evidence
+            if evidence is not None and p.name in evidence.streams:
+                evidence_streams[p.name] = {"up": evidence.streams[p.name].up}
+        for p in self._pipelines:
+            camera = p.camera
+            latest = getattr(camera, "latest", None)
+            out.append(
+                {
+                    "name": p.name,
+                    "up": bool(camera.up),
+                    "fps": round(float(getattr(camera, "fps", 0.0)) if camera.up else 0.0, 1),
+                    "last_frame_age_s": None if latest is None else round(max(0.0, now - latest[1]), 3),
+                    "model": p.tracker.model,
+                    "labels": tracked_labels(p.tracker.config, p.tracker.labels),
+                    "active": sorted(label for label, on in p.tracker.active().items() if on),
+                    "latest": f"/api/cameras/{p.name}/latest.jpg",
+                    "record": evidence_streams.get(p.name),
+                }
+            )
+        return out
+
+    def latest_frame(self, camera: str) -> av.VideoFrame | None:
+        for p in self._pipelines:
+            if p.name == camera:
+                latest = getattr(p.camera, "latest", None)
+                return None if latest is None else latest[0]
+        return None
+
+    def not_ready(self) -> list[str]:
+        """Why the agent is not ready (the readiness probe), or nothing: each model with cameras has run within
+        :func:`ready_within` of its last run (or of the start), and the sink delivers or queues within its bound."""
+        if self._started is None:
+            return ["starting: the cameras have not started yet"]
+        now, reasons = time.monotonic(), []
+        for name, batcher in self._batchers.items():
+            cameras = [c for c in self.config.cameras if self.config.model_of(c) == name]
+            if not cameras:
+                continue
+            if not batcher.up:
+                reasons.append(f"model {name}: down (its runs keep failing)")
+                continue
+            bound = ready_within(self.runtimes[name].spec, cameras)
+            since = now - (batcher.last_done if batcher.last_done is not None else self._started)
+            if since > bound:
+                reasons.append(f"model {name}: no inference for {since:.0f} s (expected within {bound:.0f} s)")
+        problem = getattr(self._sink_in_use, "problem", None)
+        found = problem() if callable(problem) else None
+        if found:
+            reasons.append(found)
+        return reasons
 
     async def _stats(self, sink: Sink, pipelines: list[CameraPipeline]) -> None:
         """``{prefix}/stats`` every ``stats_interval_s``: one pass over the metrics, in a thread (hundreds of cameras
@@ -191,6 +268,12 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     """The first of a task group's errors (a model that kept failing, say), to be raised on its own."""
     first = group.exceptions[0]
     return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def ready_within(spec: ModelSpec, cameras: list[CameraConfig]) -> float:
+    """How long a model with these cameras may go without a run and still be ready: three times a clip's span plus
+    the longest ``every_s``, plus 10 s (a first clip needs a span of frames; a camera may reconnect)."""
+    return 3 * (spec.span_s + max(c.every_s for c in cameras)) + 10.0
 
 
 def warm_up_sizes(config: AgentConfig, model: str) -> list[int]:

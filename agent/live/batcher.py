@@ -99,6 +99,7 @@ class Batcher:
         self._watchers: list[Callable[[bool], None]] = []
         self._up = metrics.model_up.labels(model=runtime.name)
         self._up.set(1)
+        self.last_done: float | None = None  # monotonic time of the last run that succeeded (readiness)
 
     @property
     def up(self) -> bool:
@@ -246,6 +247,7 @@ class Batcher:
             self._up.set(1)
             self._tell(True)
         self._failures, self._reloaded, self._since_reload = 0, False, 0
+        self.last_done = time.monotonic()
         self.metrics.clips_inferred.labels(model=name).inc(len(piece))
         if not batch.pieces:
             self.metrics.inference_seconds.labels(model=name).observe(seconds)

@@ -57,6 +57,7 @@ class Clip:
     end: float  # stream time (s) of the newest frame used
     received_at: float  # wall-clock time (UNIX s) at which the newest frame was received
     received_mono: float | None = None  # the same instant on the monotonic clock (None: not known)
+    frame: Any = None  # the newest frame as decoded, at the stream's full resolution (evidence snapshots)
 
 
 @dataclass
@@ -104,6 +105,7 @@ class ClipBuffer:
         self.slot_mono = np.full(self.frames, np.nan)
         self.converted = self.dropped = self.restarts = 0
         self.seq = 0
+        self._newest: tuple[int, Any] = (-1, None)  # (slot, decoded frame) of the last slot filled
         self.reset()
 
     def reset(self) -> None:
@@ -156,6 +158,7 @@ class ClipBuffer:
             if self.ring is not None:  # the camera changed resolution (after a reconnect): no clip mixes sizes
                 self.first_slot = first
             self.ring = np.zeros((self.frames, *item.rgb.shape), dtype=np.uint8)
+        self._newest = (last, item.frame)
         for j in range(max(first, last - self.frames + 1), last + 1):
             k = j % self.frames
             self.ring[k] = item.rgb
@@ -179,4 +182,5 @@ class ClipBuffer:
             end=float(self.slot_t[slots[-1]]),
             received_at=float(self.slot_received[slots[-1]]),
             received_mono=None if np.isnan(mono := self.slot_mono[slots[-1]]) else float(mono),
+            frame=self._newest[1] if self._newest[0] == end else None,
         )

@@ -78,30 +78,37 @@ class Event:
     person: int | None = None  # person models: the tracked person's id
     box: Box | None = None  # their latest box, normalised x1, y1, x2, y2
     from_clip: bool = True  # False: an end that no clip caused (the stream went down, the agent stopped)
+    evidence: dict[str, str | None] | None = None  # evidence on: URL paths of the snapshot and the clip (or None)
 
     def payload(self, published_at: float) -> dict:
         """The JSON object, with capture→publish latency measured up to ``published_at`` (null for an end that no
         clip caused)."""
         person = {} if self.person is None else {"person": self.person, "box": [round(v, 4) for v in self.box or ()]}
-        return {
-            "v": SCHEMA_VERSION,
-            "id": self.id,
-            "action_id": self.action_id,
-            "type": self.type,
-            "camera": self.camera,
-            "label": self.label,
-            "score": round(self.score, 4),
-            "top_score": round(self.top_score, 4),
-            "start_time": round(self.start_time, 3),
-            "end_time": None if self.end_time is None else round(self.end_time, 3),
-            "clip": {"start": round(self.clip_start, 3), "end": round(self.clip_end, 3)},
-            "model": self.model,
-            "latency_ms": {
-                "capture_to_publish": round((published_at - self.received_at) * 1000, 1) if self.from_clip else None,
-                "inference": round(self.inference_ms, 1),
-            },
-            "seq": self.seq,
-        } | person
+        return (
+            {
+                "v": SCHEMA_VERSION,
+                "id": self.id,
+                "action_id": self.action_id,
+                "type": self.type,
+                "camera": self.camera,
+                "label": self.label,
+                "score": round(self.score, 4),
+                "top_score": round(self.top_score, 4),
+                "start_time": round(self.start_time, 3),
+                "end_time": None if self.end_time is None else round(self.end_time, 3),
+                "clip": {"start": round(self.clip_start, 3), "end": round(self.clip_end, 3)},
+                "model": self.model,
+                "latency_ms": {
+                    "capture_to_publish": round((published_at - self.received_at) * 1000, 1)
+                    if self.from_clip
+                    else None,
+                    "inference": round(self.inference_ms, 1),
+                },
+                "seq": self.seq,
+            }
+            | person
+            | ({} if self.evidence is None else {"evidence": dict(self.evidence)})
+        )
 
 
 def tracked_labels(config: EventsConfig, labels: Sequence[str]) -> list[str]:

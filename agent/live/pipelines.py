@@ -10,8 +10,9 @@ How a clip is scored is a behaviour, chosen once when the agent wires the camera
   tracker gives them ids, and the model scores each person's box; one clip at a time, so the detector runs only on
   clips that will be scored.
 
-:class:`CameraPipeline` is the same for both: it applies the scores in the order the clips came, publishes the
-events and the ON/OFF state of each label, and watches the stream's status.
+:class:`CameraPipeline` is the same for both: it applies the scores in the order the clips came, hands the events
+to the evidence keeper (which adds where their snapshot and clip are), publishes them (and to the webhooks) with
+the ON/OFF state of each label, and watches the stream's status.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from agent.errors import InferenceError
 from agent.live.batcher import Batcher, Scored
 from agent.live.clips import Clip
 from agent.live.events import Event, EventTracker, PersonEvents, Tracker, tracked_labels
+from agent.live.evidence.keeper import Evidence
 from agent.live.people import IouTracker, Person, PersonDetector
 from agent.live.sinks import Sink
 from agent.live.sources import Camera
+from agent.live.webhooks import Webhooks
 from agent.metrics import Metrics
 from agent.urls import Redactor
 
@@ -165,8 +168,17 @@ class CameraPipeline:
     """A camera wired to its scoring and the sink: :meth:`stream` and :meth:`watch` run as tasks until the agent
     stops (or the camera, a file, ends); :meth:`finish` ends it cleanly."""
 
-    def __init__(self, camera: Camera, scoring: Scoring, sink: Sink) -> None:
+    def __init__(
+        self,
+        camera: Camera,
+        scoring: Scoring,
+        sink: Sink,
+        *,
+        evidence: Evidence | None = None,
+        webhooks: Webhooks | None = None,
+    ) -> None:
         self.camera, self.scoring, self.sink = camera, scoring, sink
+        self.evidence, self.webhooks = evidence, webhooks
         self.name = camera.config.name
         self.redact = Redactor(camera.config.stream_url())
         self.states: dict[str, bool] = {}  # last published ON/OFF per label
@@ -223,7 +235,7 @@ class CameraPipeline:
             try:
                 scored = await work.scored
                 if scored is not None:  # None: replaced by the camera's newer clip (counted by the batcher)
-                    self._publish(self.scoring.apply(work, scored))
+                    self._publish(self.scoring.apply(work, scored), work.clip)
             except InferenceError:
                 pass  # logged by the batcher, once per failed run; this clip is lost, the camera goes on
             except Exception:
@@ -251,9 +263,14 @@ class CameraPipeline:
         if not up:
             self._publish(self.scoring.stream_down(time.time(), time.monotonic()))
 
-    def _publish(self, events: list[Event]) -> None:
+    def _publish(self, events: list[Event], clip: Clip | None = None) -> None:
+        """Publishes a clip's events (``clip``: the one that caused them, if any), with their evidence."""
+        if self.evidence is not None and events:
+            events = self.evidence.on_events(events, clip)
         for event in events:
             self.sink.publish_event(event)
+            if self.webhooks is not None:
+                self.webhooks.publish(event)
         for label, on in self.tracker.active().items():  # person models: ON while anyone does it
             if self.states.get(label, False) != on:
                 self.states[label] = on

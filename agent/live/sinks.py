@@ -58,6 +58,7 @@ RECONNECT_MAX_S = 30
 FLUSH_TIMEOUT_S = 5.0  # clean shutdown waits this long for queued messages to be acknowledged
 INFLIGHT_WINDOW = 20  # messages handed to paho and not yet acknowledged
 LOG_REPEAT_S = 300.0  # an unchanged connection problem is logged again after this long
+DROP_RECENT_S = 30.0  # the sink is not ready (readiness probe) this long after it dropped a message
 
 
 class Sink(Protocol):
@@ -67,6 +68,7 @@ class Sink(Protocol):
     def publish_state(self, camera: str, label: str, on: bool) -> None: ...
     def publish_status(self, camera: str, online: bool) -> None: ...
     def publish_stats(self, stats: dict) -> None: ...
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None: ...
     def announce(self, camera: str, labels: Iterable[str]) -> None: ...
     async def __aenter__(self) -> Sink: ...
     async def __aexit__(self, *exc: object) -> None: ...
@@ -132,6 +134,7 @@ class MqttSink:
         self._recovery_due = False  # a problem was logged: say so when connected again
         self._connack_refused = False  # set by paho's thread when a CONNACK refuses us
         self._drop_logged_at = -LOG_REPEAT_S
+        self._dropped_at = -DROP_RECENT_S
 
     # -- public API ---------------------------------------------------------------------------------------------
 
@@ -146,6 +149,18 @@ class MqttSink:
         with self._lock:
             return len(self._pending) + len(self._inflight)
 
+    def problem(self) -> str | None:
+        """Why the sink is not delivering within its bound (the readiness probe), or None: the queue is full, or
+        messages were dropped for it within the last :data:`DROP_RECENT_S`."""
+        queued = self.queued
+        if queued >= self.config.queue_max:
+            return (
+                f"MQTT queue full ({queued} of mqtt.queue_max {self.config.queue_max}; broker {self._broker.display})"
+            )
+        if self.dropped and time.monotonic() - self._dropped_at < DROP_RECENT_S:
+            return f"MQTT dropped messages in the last {DROP_RECENT_S:.0f} s (queue full)"
+        return None
+
     def publish_event(self, event: Event) -> None:
         """``{prefix}/{camera}/events``; its latency is measured when it is handed to paho, not now."""
         self.metrics.events.labels(event.camera, event.label, event.type).inc()
@@ -159,6 +174,10 @@ class MqttSink:
 
     def publish_stats(self, stats: dict) -> None:
         self._enqueue(_Message(f"{self.prefix}/stats", 0, False, json.dumps(stats).encode()))
+
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None:
+        """``{prefix}/{camera}/{label}/snapshot``: the JPEG of the label's latest action, retained."""
+        self._enqueue(_Message(f"{self.prefix}/{camera}/{label}/snapshot", 1, True, jpeg))
 
     def announce(self, camera: str, labels: Iterable[str]) -> None:
         """Home Assistant MQTT discovery: one retained binary_sensor config per label (when enabled)."""
@@ -240,7 +259,7 @@ class MqttSink:
             self._pending.popleft()
         self.dropped += 1
         self.metrics.mqtt_dropped_messages.labels(reason="queue_full").inc()
-        now = time.monotonic()
+        now = self._dropped_at = time.monotonic()
         if now - self._drop_logged_at >= 10.0:
             self._drop_logged_at = now
             log.warning(
@@ -440,6 +459,9 @@ class StdoutSink:
 
     def publish_stats(self, stats: dict) -> None:
         log.debug("stats: %s", json.dumps(stats))
+
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None:
+        log.debug("%s/%s: snapshot, %d bytes", camera, label, len(jpeg))
 
     def announce(self, camera: str, labels: Iterable[str]) -> None:
         pass

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import av
@@ -43,9 +44,26 @@ log = logging.getLogger("actionstream.sources")
 HW_OPTIONS: dict[str, object] = {"primary_ctx": "1"}
 STOP_S = 5.0  # a stopping camera waits this long for its thread
 SYSTEM_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
+FPS_WINDOW_S = 2.0  # a camera's decoded frame rate is measured over windows this long
 STABLE_S = 30.0  # a stream that stayed up this long starts its reconnect backoff afresh when it drops
 # frame, stream time (s), received at: UNIX s and the same instant on the monotonic clock
 FrameSink = Callable[[av.VideoFrame, float, float, float], None]
+
+
+class PacketTap(Protocol):
+    """Sees the compressed packets of a source's stream as they are read (evidence clips), in its thread."""
+
+    def opened(self, stream: av.video.stream.VideoStream) -> None:
+        """A connection opened (again): packets from now on belong to ``stream``."""
+        ...
+
+    def packet(self, packet: av.Packet, received_at: float) -> None:
+        """One packet of the stream, read at ``received_at`` (UNIX s)."""
+        ...
+
+    def closed(self) -> None:
+        """The connection ended (or the stream restarts: a looping file)."""
+        ...
 
 
 class Stalled(Exception):
@@ -116,8 +134,12 @@ class FrameSource:
         metrics: Metrics,
         on_reset: Callable[[], None],
         next_clip_t: Callable[[], float | None] = lambda: None,
+        *,
+        decode: bool = True,
     ) -> None:
         self.config, self.sink, self.metrics, self.on_reset = config, sink, metrics, on_reset
+        self.decode = decode  # False: read packets for the tap only (an evidence stream), decode nothing
+        self.taps: list[PacketTap] = []
         self.next_clip_t = next_clip_t  # stream time of the frame the next clip waits for (see _Pacer)
         url = config.stream_url()
         self.redact = Redactor(url)
@@ -241,6 +263,8 @@ class FrameSource:
             time_base = float(stream.time_base or 0)
             best_effort = BestEffortTimestamp()
             self.on_reset()
+            for tap in self.taps:
+                tap.opened(stream)
             pacer = self._pacer(1.0 / float(stream.average_rate or 25))
             clock_origin = time.monotonic()
             last_t = offset
@@ -251,6 +275,19 @@ class FrameSource:
                     break
                 if time.monotonic() - max(self.last_frame_at, opened_at) > self.config.stall_s:
                     raise Stalled(f"no frame for {self.config.stall_s:g} s")
+                if not self.decode:  # an evidence stream: packets only (a file's at its own pace)
+                    if packet.size:
+                        t = offset + (packet.pts or 0) * time_base
+                        if packet.pts is not None and self._pause(pacer.wait_before(t, time.monotonic())):
+                            return last_t
+                        self.last_frame_at = time.monotonic()
+                        self._set_up()
+                        self._tap(packet)
+                        last_t = max(last_t, t)
+                    read_from = time.monotonic()
+                    continue
+                if packet.size and self.taps:
+                    self._tap(packet)
                 try:
                     frames = packet.decode()
                 except av.InvalidDataError:
@@ -276,7 +313,14 @@ class FrameSource:
                 read_from = time.monotonic()
             return last_t + pacer.frame_s
         finally:
+            for tap in self.taps:
+                tap.closed()
             container.close()
+
+    def _tap(self, packet: av.Packet) -> None:
+        received = time.time()
+        for tap in self.taps:
+            tap.packet(packet, received)
 
     def _pacer(self, frame_s: float) -> _Pacer:
         cfg = self.config
@@ -418,6 +462,9 @@ class Camera:
         self.paced_by_consumer = self.source.is_file and not config.realtime
         self._room = threading.Event()  # set while no clip is pending (waited on when paced by the consumer)
         self._room.set()
+        self.latest: tuple[av.VideoFrame, float] | None = None  # the newest decoded frame and its receive time
+        self.fps = 0.0  # decoded frames per second, over the last few seconds
+        self._fps_window = (0.0, 0)  # (monotonic start, frames since)
 
     def _convert(self, frame: av.VideoFrame):
         spec = self.spec
@@ -431,6 +478,13 @@ class Camera:
         )
 
     def _on_frame(self, frame: av.VideoFrame, t: float, received: float, received_mono: float) -> None:  # source
+        self.latest = (frame, received)
+        since, count = self._fps_window
+        if received_mono - since >= FPS_WINDOW_S:
+            self.fps = count / (received_mono - since) if since else 0.0
+            self._fps_window = (received_mono, 1)
+        else:
+            self._fps_window = (since, count + 1)
         clip = self.buffer.push(frame, t, received, received_mono)
         converted, dropped = self.buffer.converted, self.buffer.dropped
         if converted != self._counted[0]:

@@ -100,11 +100,17 @@ def test_agent_config_is_valid_and_wired_to_the_stack(monkeypatch):
     agent = services["agent"]
     config_source = next(s for s, t in _binds(agent) if t == "/etc/actionstream/config.yaml")
     monkeypatch.setenv("MQTT_PASSWORD", DEMO_PASSWORD)
+    monkeypatch.setenv("ACTIONSTREAM_HTTP_TOKEN", "a-demo-token")
     monkeypatch.delenv("ACTIONSTREAM_MODEL", raising=False)
     config = load_config(DEPLOY / config_source)
     # The broker and camera URLs name services of the stack.
     assert re.match(r"mqtt://mosquitto:1883$", config.mqtt.url) and config.mqtt.username == DEMO_USER
     assert agent["environment"]["MQTT_PASSWORD"] == "${MQTT_PASSWORD:-" + DEMO_PASSWORD + "}"
+    # The API and status page take a token from the environment; the evidence lives on a named volume.
+    assert config.http.token is not None and agent["environment"]["ACTIONSTREAM_HTTP_TOKEN"].startswith("${")
+    assert config.evidence.enabled and any(
+        v.split(":")[1] == str(config.storage.path) and not v.startswith(".") for v in agent["volumes"]
+    )
     (camera,) = config.cameras
     url = camera.url.get_secret_value()
     assert url.startswith("rtsp://camera:8554/")

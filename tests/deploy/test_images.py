@@ -79,9 +79,9 @@ def test_dockerfile_shape(variant):
     # Non-root in the final stage, by numeric uid (Kubernetes' runAsNonRoot can verify it).
     users = [a for k, a in runtime if k == "USER"]
     assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0", users
-    # The healthcheck asks the metrics endpoint.
+    # The healthcheck asks the agent's liveness endpoint on the metrics port.
     health = [a for k, a in runtime if k == "HEALTHCHECK"]
-    assert len(health) == 1 and "/metrics" in health[0] and "ACTIONSTREAM_METRICS_PORT" in health[0]
+    assert len(health) == 1 and "/healthz" in health[0] and "ACTIONSTREAM_METRICS_PORT" in health[0]
     assert "9108" in [a for k, a in runtime if k == "EXPOSE"][0]
     assert [a for k, a in runtime if k == "ENTRYPOINT"] == ['["actionstream"]']
     assert [a for k, a in runtime if k == "CMD"] == ['["run", "-c", "/etc/actionstream/config.yaml"]']

@@ -115,7 +115,7 @@ def test_gpu_default_and_cpu_overlay_differ_only_where_they_should():
 
 
 @pytest.mark.parametrize("variant", OVERLAYS)
-def test_probes_and_monitoring_use_the_metrics_endpoint(variant, tmp_path, monkeypatch):
+def test_probes_and_monitoring_use_the_agents_http_server(variant, tmp_path, monkeypatch):
     docs = rendered(variant)
     container = agent_container(docs)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -123,12 +123,13 @@ def test_probes_and_monitoring_use_the_metrics_endpoint(variant, tmp_path, monke
     configmap = one(docs, "ConfigMap")
     (tmp_path / "config.yaml").write_text(configmap["data"]["config.yaml"])
     for key in _secret_keys(docs):
-        monkeypatch.setenv(key, "x")
+        monkeypatch.setenv(key, "x" * 16)  # (the API token needs 8 characters or more)
     config = load_config(tmp_path / "config.yaml")
     assert ports["metrics"] == config.metrics.port and config.metrics.host == "0.0.0.0"
     assert env_of(container)["ACTIONSTREAM_METRICS_PORT"] == str(config.metrics.port)  # the image's HEALTHCHECK
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    probes = {"readinessProbe": "/readyz", "livenessProbe": "/healthz", "startupProbe": "/healthz"}
+    for probe, path in probes.items():
+        assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}, probe
     # Service → pods, ServiceMonitor → Service, PDB → pods.
     pod_labels = one(docs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     service = one(docs, "Service")
@@ -168,6 +169,12 @@ def test_config_map_and_secret(variant):
     assert re.search(r"^\s*password: \$\{MQTT_PASSWORD\}", text, re.M)
     # The models the config names are on the models volume.
     assert mounts["/models"] == "models" and "/models/" in configmap["data"]["config.yaml"]
+    # The API and status page need the token, which comes from the Secret; the evidence is on a volume per pod.
+    assert re.search(r"^\s*token: \$\{ACTIONSTREAM_HTTP_TOKEN\}", text, re.M)
+    assert "ACTIONSTREAM_HTTP_TOKEN" in secret["data"]
+    claims = {c["metadata"]["name"] for c in one(docs, "StatefulSet")["spec"]["volumeClaimTemplates"]}
+    store = yaml.safe_load(text)["storage"]["path"]
+    assert mounts[store] in claims and yaml.safe_load(text)["evidence"]["enabled"] is True
 
 
 @pytest.mark.parametrize("variant", OVERLAYS)
