@@ -95,7 +95,7 @@ def test_bad_videos_as_cameras_beside_a_good_one(stream_file, tiny_model, tmp_pa
         "events": EVENTS,
     }
     with AgentProcess(tmp_path / "agent", config) as agent:
-        clips = lambda name: len({e["clip"]["end"] for e in agent.live.events() if e["camera"] == name})  # noqa: E731
+        clips = lambda name: len({e["clip"]["end"] for e in agent.events() if e["camera"] == name})  # noqa: E731
         agent.wait_for(lambda: clips("good") >= 6, 60, "clips from the good camera")
         start, t0 = clips("good"), time.monotonic()
         time.sleep(5)

@@ -26,7 +26,7 @@ def camera(name: str, server: RtspServer, **extra) -> dict:
 
 
 def clip_ends(agent: AgentProcess, name: str) -> set[float]:
-    return {e["clip"]["end"] for e in agent.live.events() if e["camera"] == name}
+    return {e["clip"]["end"] for e in agent.events() if e["camera"] == name}
 
 
 def up(agent: AgentProcess, name: str) -> bool:

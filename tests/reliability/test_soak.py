@@ -73,7 +73,7 @@ def test_soak_four_cameras(stream_file, tiny_model, tmp_path, record):
             rss_peak = max(rss_peak, agent.rss_kb())
             assert agent.alive(), agent.tail()
         last = (time.time() - WINDOW_S, time.time())
-        spell = rose(latencies_ms(agent.live.events(), *first), latencies_ms(agent.live.events(), *last))
+        spell = rose(latencies_ms(agent.events(), *first), latencies_ms(agent.events(), *last))
         if spell:  # one more window: a slow spell of the host passes, a drift does not
             time.sleep(WINDOW_S)
             last = (last[1], time.time())
@@ -81,7 +81,7 @@ def test_soak_four_cameras(stream_file, tiny_model, tmp_path, record):
         dropped = total(agent, "actionstream_frames_dropped_total")
         clips = total(agent, "actionstream_clips_inferred_total")
         code = agent.stop()
-    events = agent.live.events()
+    events = agent.events()
     a, b = latencies_ms(events, *first), latencies_ms(events, *last)
     n_first, n_last = len(a), len(b)
     (p95_first, p99_first), (p95_last, p99_last) = p95_p99(a), p95_p99(b)
