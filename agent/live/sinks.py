@@ -5,19 +5,20 @@ Both sinks are async context managers with the same non-blocking, thread-safe me
 :class:`MqttSink` publishes the topics of docs/contracts.md through paho-mqtt, whose network loop runs in its own
 thread. Delivery works like this:
 
-* Every message goes into one bounded queue of our own (``queue_max``) and stays there until it is acknowledged:
-  QoS 1/2 messages until paho reports the broker's PUBACK/PUBCOMP, QoS 0 messages until handed to a connected client.
-* While connected, queued messages are handed to paho in order, at most :data:`INFLIGHT_WINDOW` unacknowledged at a
-  time. When the connection drops, the unacknowledged ones go back to the front of the queue and are handed over
-  again, in their original order, before anything newer — after every reconnect. Duplicates are possible (QoS 1
-  allows them; events carry an ``id``), silent loss is not.
-* When the queue is full the OLDEST message is dropped, counted in :attr:`MqttSink.dropped` and
-  ``actionstream_mqtt_dropped_messages_total{reason="queue_full"}``, and logged (at most every 10 s, with the count
-  so far).
+* Every message waits in our own queue until it is handed to paho, in publication order, while connected and at
+  most :data:`INFLIGHT_WINDOW` QoS 1/2 messages are unacknowledged. QoS 0 messages are done once handed over.
+* A QoS 1/2 message handed to paho is paho's until the broker acknowledges it (PUBACK/PUBCOMP): after a reconnect
+  paho sends it again itself, with its packet id and DUP set, before anything newer; we never hand it over again.
+  The session is persistent (clean start on the first connection only, a session expiry interval of
+  :data:`SESSION_EXPIRY_S`), so a broker that keeps its sessions (across its own restarts too, with persistence)
+  recognises a repeated QoS 2 packet id and delivers the message once. QoS 1 may deliver it twice (events carry an
+  ``id``); nothing is lost silently.
+* ``queue_max`` bounds the messages that wait (not yet handed to paho): when it is reached the OLDEST of them is
+  dropped, counted in :attr:`MqttSink.dropped` and ``actionstream_mqtt_dropped_messages_total{reason="queue_full"}``,
+  and logged (at most every 10 s, with the count so far).
 * The protocol is MQTT 5, so that the broker can say when it refuses a message (an ACL that forbids the topic,
   a quota): such a message is not retried (it would be refused again), it is counted as
   ``reason="refused"`` and logged once per topic and reason, naming both.
-* The session is clean (no broker-side replay); paho's own buffering is never relied on.
 * ``{prefix}/available``: Last Will ``offline``; ``online`` on every (re)connect; ``offline`` on clean shutdown.
 * Start-up never waits for the broker: paho retries forever (1 s doubling to 30 s); each distinct connection
   problem is logged once (again after :data:`LOG_REPEAT_S`), never raised. The password never reaches a log line.
@@ -45,6 +46,8 @@ from urllib.parse import quote
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.config import MqttConfig
 from agent.errors import ConfigError
@@ -55,8 +58,9 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
-FLUSH_TIMEOUT_S = 5.0  # clean shutdown waits this long for queued messages to be acknowledged
-INFLIGHT_WINDOW = 20  # messages handed to paho and not yet acknowledged
+FLUSH_TIMEOUT_S = 5.0  # shutdown waits this long for queued messages to be acknowledged
+INFLIGHT_WINDOW = 20  # QoS 1/2 messages handed to paho and not yet acknowledged
+SESSION_EXPIRY_S = 3600  # the broker keeps our session this long after a lost connection (0 on shutdown)
 LOG_REPEAT_S = 300.0  # an unchanged connection problem is logged again after this long
 
 
@@ -77,8 +81,11 @@ class _Message:
     topic: str
     qos: int
     retain: bool
-    payload: bytes | None = None  # None: an event whose JSON is built when it is first handed to paho
+    payload: bytes | None = None  # None: an event whose JSON is built when it is handed to paho
     event: Event | None = None
+
+
+_PACKET_ID_NOT_FOUND = 0x92  # a PUBCOMP's answer to our PUBREL when the broker lost our session (see _on_publish)
 
 
 def _slug(text: str) -> str:
@@ -117,16 +124,17 @@ class MqttSink:
         if not _valid_topic(self.prefix):
             raise ConfigError(f"mqtt.prefix: {config.prefix!r} is not a valid topic prefix (no +, #, not empty)")
         self.dropped = 0
-        """Messages dropped because the queue was full (the oldest go first)."""
+        """Messages dropped because ``queue_max`` of them waited (the oldest go first)."""
         self._available = f"{self.prefix}/available"
+        self._client_id = config.client_id or f"actionstream-{secrets.token_hex(4)}"
         self._lock = threading.Lock()
         self._pending: collections.deque[_Message] = collections.deque()  # not yet handed to paho, in order
-        self._inflight: collections.OrderedDict[int, _Message] = collections.OrderedDict()  # by paho mid
+        # Handed to paho and not yet acknowledged, by paho's mid: paho owns them (it re-sends them after reconnects).
+        self._inflight: dict[int, _Message] = {}
         self._connected = False
         self._closing = self._closed = False
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client_id = config.client_id or f"actionstream-{secrets.token_hex(4)}"
         self._secrets: list[str] = []
         self._problems_logged: dict[str, float] = {}  # connection problem → when it was last logged
         self._recovery_due = False  # a problem was logged: say so when connected again
@@ -185,8 +193,14 @@ class MqttSink:
         self._loop = asyncio.get_running_loop()
         self._client = self._make_client()
         self.metrics.mqtt_connected.set(0)
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
         self._client.connect_async(
-            self._broker.host, self._broker.port, keepalive=self.config.keepalive_s, clean_start=True
+            self._broker.host,
+            self._broker.port,
+            keepalive=self.config.keepalive_s,
+            clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
         )
         self._client.loop_start()
         log.info("MQTT: connecting to %s as %s", self._broker.display, self._client_id)
@@ -209,7 +223,9 @@ class MqttSink:
             self._inflight.clear()
         if left:
             log.warning("MQTT: %d message(s) were not delivered to %s before shutdown", left, self._broker.display)
-        self._client.disconnect()
+        properties = Properties(PacketTypes.DISCONNECT)
+        properties.SessionExpiryInterval = 0  # nothing of ours is left for the broker to keep
+        self._client.disconnect(properties=properties)
         try:
             await asyncio.wait_for(asyncio.to_thread(self._client.loop_stop), FLUSH_TIMEOUT_S)
         except TimeoutError:
@@ -227,17 +243,14 @@ class MqttSink:
         with self._lock:
             if self._closed:
                 raise RuntimeError("MqttSink is closed")
-            if len(self._pending) + len(self._inflight) >= self.config.queue_max:
+            if len(self._pending) >= self.config.queue_max:
                 self._drop_oldest()
             self._pending.append(message)
             self._pump()
             self._count()
 
     def _drop_oldest(self) -> None:
-        if self._inflight:
-            self._inflight.popitem(last=False)  # its late ack, if any, is ignored
-        else:
-            self._pending.popleft()
+        self._pending.popleft()
         self.dropped += 1
         self.metrics.mqtt_dropped_messages.labels(reason="queue_full").inc()
         now = time.monotonic()
@@ -259,19 +272,21 @@ class MqttSink:
             message = self._pending[0]
             published_at = time.time()
             payload = message.payload
-            if payload is None:  # an event, handed over for the first time: latency counts up to now
+            if payload is None:  # an event: latency counts up to now
                 assert message.event is not None
                 payload = json.dumps(message.event.payload(published_at)).encode()
             info = client.publish(message.topic, payload, message.qos, message.retain)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return  # the connection just went; on_disconnect follows and we resend after reconnecting
+            # QoS 1/2: paho keeps the message until it is acknowledged, also when the connection has just gone
+            # (rc NO_CONN): it sends it after reconnecting. QoS 0 is only sent while the connection is up.
+            taken = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
+                message.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
+            )
+            if not taken:
+                return  # the connection just went; on_disconnect follows and we go on after reconnecting
             self._pending.popleft()
-            if message.payload is None:
-                message.payload = payload  # a resend after a reconnect repeats the same JSON
-                event = message.event
-                assert event is not None
-                if event.from_clip:  # an end that no clip caused has no capture→publish latency
-                    self.metrics.event_latency_seconds.labels(event.camera).observe(published_at - event.received_at)
+            event = message.event
+            if event is not None and event.from_clip:  # an end that no clip caused has no capture→publish latency
+                self.metrics.event_latency_seconds.labels(event.camera).observe(published_at - event.received_at)
             if message.qos > 0:
                 self._inflight[info.mid] = message
 
@@ -297,6 +312,7 @@ class MqttSink:
             client.tls_insecure_set(config.tls_insecure)
         client.will_set(self._available, "offline", qos=1, retain=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.max_inflight_messages = 0  # no second window: ours bounds what paho holds, and paho re-sends it all
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -325,7 +341,8 @@ class MqttSink:
             what = f"MQTT broker {self._broker.display} refused the connection: {str(reason).lower()}; retrying"
             self._problem_seen(what, logging.ERROR)
             return
-        client.publish(self._available, "online", qos=1, retain=True)  # first, on every (re)connect
+        # First, on every (re)connect; paho then re-sends what it had in flight, and we go on with what waits.
+        client.publish(self._available, "online", qos=1, retain=True)
         self._call_soon(self._connected_cb)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -337,8 +354,10 @@ class MqttSink:
         self._call_soon(self._disconnected_cb, reason, refused)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        if getattr(reason, "is_failure", False):  # MQTT 5 PUBACK/PUBREC with an error: the broker refused it
-            self._call_soon(self._refused, mid, str(reason).lower())
+        # A PUBCOMP saying "packet identifier not found" answers the PUBREL paho re-sends after a reconnect when the
+        # broker lost our session (no persistence): the broker had taken the message with its PUBREC; it is done.
+        if getattr(reason, "is_failure", False) and reason.value != _PACKET_ID_NOT_FOUND:
+            self._call_soon(self._refused, mid, str(reason).lower())  # MQTT 5 PUBACK/PUBREC with an error
         else:
             self._call_soon(self._acked, mid)
 
@@ -358,7 +377,8 @@ class MqttSink:
             self._connected = True
             self.metrics.mqtt_connected.set(1)
             if self._recovery_due or not self._problems_logged:
-                log.info("MQTT: connected to %s (%d message(s) waiting)", self._broker.display, len(self._pending))
+                waiting = len(self._pending) + len(self._inflight)
+                log.info("MQTT: connected to %s (%d message(s) waiting)", self._broker.display, waiting)
                 self._recovery_due = False
             self._pump()
             self._count()
@@ -367,10 +387,7 @@ class MqttSink:
         with self._lock:
             was_connected, self._connected = self._connected, False
             self.metrics.mqtt_connected.set(0)
-            # Unacknowledged messages are handed over again, first and in order, after the next connect.
-            self._pending.extendleft(reversed(self._inflight.values()))
-            self._inflight.clear()
-            self._count()
+            # What paho has in flight stays paho's: it sends it again after the next connect, before anything newer.
         if was_connected and not self._closing:
             detail = str(reason).lower()
             detail = "" if detail in ("unspecified error", "success") else f" ({detail})"

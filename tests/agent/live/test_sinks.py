@@ -386,3 +386,38 @@ def test_stdout_sink_prints_json_lines(capsys):
         assert set(event) == EVENT_KEYS and event["seq"] == seq and event["latency_ms"]["capture_to_publish"] >= 100
     assert metrics.value("actionstream_event_latency_seconds_count", camera="dock1") == 3
     assert metrics.value("actionstream_events_total", camera="dock1", label="falling", type="start") == 1
+
+
+# --- deployment failure paths (docs/RELIABILITY.md item 8 has the agent-process versions) ---------------------------
+
+
+def test_qos2_exactly_once_across_broker_restarts_with_messages_in_flight(tmp_path):
+    """QoS 2, a persistent broker: each round the broker stops with 20 events unacknowledged (it was paused), and
+    restarts; the client re-sends them with their packet ids and the broker delivers each event exactly once."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    recorder = Subscriber(broker, f"{P}/#", client_id="recorder", persistent=True, qos=2).start()
+    metrics = Metrics()
+
+    async def main() -> None:
+        async with MqttSink(MqttConfig(url=broker.url, qos=2, keepalive_s=60), metrics) as sink:
+            await _until(lambda: sink.connected)
+            for round_ in range(3):
+                broker.pause()  # what follows is sent, and stays unacknowledged
+                for seq in range(30 * round_, 30 * round_ + 30):
+                    sink.publish_event(_event(seq))
+                await asyncio.sleep(0.2)
+                broker.stop()  # SIGTERM, then SIGCONT: the broker saves its sessions and exits
+                await _until(lambda: not sink.connected, 10)
+                broker.start()
+                await _until(lambda: sink.connected and sink.queued == 0, 40)
+
+    try:
+        asyncio.run(main())
+        messages = recorder.wait_for(_ended, timeout=10)
+    finally:
+        recorder.stop()
+        broker.stop()
+    ids = [json.loads(m.payload)["id"] for m in messages if m.topic == f"{P}/dock1/events"]
+    assert ids == [f"dock1-{seq:06d}" for seq in range(90)]  # every one, once, in order
+    assert metrics.value("actionstream_mqtt_dropped_messages_total", reason="refused") == 0
