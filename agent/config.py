@@ -148,7 +148,12 @@ class MqttConfig(Section):
     tls_insecure: bool = Field(default=False, description="skip hostname verification")
     qos: Literal[0, 1, 2] = Field(default=1, description="QoS of event messages")
     keepalive_s: int = Field(default=30, ge=5)
-    queue_max: int = Field(default=10000, ge=1, description="messages kept while the broker is away")
+    queue_max: int = Field(
+        default=10000,
+        ge=1,
+        description="non-retained messages (events, stats) kept while the broker is away; retained state is never "
+        "dropped (one value per topic waits)",
+    )
     stats_interval_s: float = Field(default=30.0, gt=0)
     homeassistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"

@@ -65,7 +65,7 @@ class Metrics:
         )
         self.mqtt_dropped_messages = Counter(
             "mqtt_dropped_messages",
-            "Messages not delivered to the broker: queue_full (the oldest go first), refused (by the broker)",
+            "Messages not delivered to the broker: queue_full (the oldest non-retained go first), refused (by it)",
             ["reason"],
             namespace=ns,
             registry=r,

@@ -13,9 +13,12 @@ thread. Delivery works like this:
   :data:`SESSION_EXPIRY_S`), so a broker that keeps its sessions (across its own restarts too, with persistence)
   recognises a repeated QoS 2 packet id and delivers the message once. QoS 1 may deliver it twice (events carry an
   ``id``); nothing is lost silently.
-* ``queue_max`` bounds the messages that wait (not yet handed to paho): when it is reached the OLDEST of them is
-  dropped, counted in :attr:`MqttSink.dropped` and ``actionstream_mqtt_dropped_messages_total{reason="queue_full"}``,
-  and logged (at most every 10 s, with the count so far).
+* Retained messages (availability, status, ON/OFF state, discovery configs) are state: at most one value per topic
+  waits (a newer one replaces the older one not yet handed over, and takes its own place in the order), so they are
+  bounded by the configuration and never dropped. ``queue_max`` bounds the non-retained messages (events, stats)
+  that wait: when it is reached the OLDEST of them is dropped, counted in :attr:`MqttSink.dropped` and
+  ``actionstream_mqtt_dropped_messages_total{reason="queue_full"}``, and logged (at most every 10 s, with the count
+  so far).
 * The protocol is MQTT 5, so that the broker can say when it refuses a message (an ACL that forbids the topic,
   a quota): such a message is not retried (it would be refused again), it is counted as
   ``reason="refused"`` and logged once per topic and reason, naming both.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import logging
 import re
@@ -124,11 +128,16 @@ class MqttSink:
         if not _valid_topic(self.prefix):
             raise ConfigError(f"mqtt.prefix: {config.prefix!r} is not a valid topic prefix (no +, #, not empty)")
         self.dropped = 0
-        """Messages dropped because ``queue_max`` of them waited (the oldest go first)."""
+        """Non-retained messages dropped because ``queue_max`` of them waited (the oldest go first)."""
         self._available = f"{self.prefix}/available"
         self._client_id = config.client_id or f"actionstream-{secrets.token_hex(4)}"
         self._lock = threading.Lock()
-        self._pending: collections.deque[_Message] = collections.deque()  # not yet handed to paho, in order
+        self._numbers = itertools.count()
+        # Not yet handed to paho, in publication order, by number. Of these, the non-retained ones (oldest first;
+        # at most queue_max) and the retained ones (topic → the number of its newest value; one per topic).
+        self._pending: collections.OrderedDict[int, _Message] = collections.OrderedDict()
+        self._volatile: collections.deque[int] = collections.deque()
+        self._latest: dict[str, int] = {}
         # Handed to paho and not yet acknowledged, by paho's mid: paho owns them (it re-sends them after reconnects).
         self._inflight: dict[int, _Message] = {}
         self._connected = False
@@ -220,6 +229,8 @@ class MqttSink:
             self._closed = True
             left = len(self._pending) + len(self._inflight)
             self._pending.clear()
+            self._volatile.clear()
+            self._latest.clear()
             self._inflight.clear()
         if left:
             log.warning("MQTT: %d message(s) were not delivered to %s before shutdown", left, self._broker.display)
@@ -243,14 +254,22 @@ class MqttSink:
         with self._lock:
             if self._closed:
                 raise RuntimeError("MqttSink is closed")
-            if len(self._pending) >= self.config.queue_max:
-                self._drop_oldest()
-            self._pending.append(message)
+            number = next(self._numbers)
+            if message.retain:  # state: the newest value of a topic replaces the one not yet handed over
+                older = self._latest.get(message.topic)
+                if older is not None:
+                    del self._pending[older]
+                self._latest[message.topic] = number
+            else:
+                if len(self._volatile) >= self.config.queue_max:
+                    self._drop_oldest()
+                self._volatile.append(number)
+            self._pending[number] = message
             self._pump()
             self._count()
 
     def _drop_oldest(self) -> None:
-        self._pending.popleft()
+        del self._pending[self._volatile.popleft()]
         self.dropped += 1
         self.metrics.mqtt_dropped_messages.labels(reason="queue_full").inc()
         now = time.monotonic()
@@ -269,7 +288,7 @@ class MqttSink:
         if not self._connected or client is None or not client.is_connected():
             return
         while self._pending and len(self._inflight) < INFLIGHT_WINDOW:
-            message = self._pending[0]
+            number, message = next(iter(self._pending.items()))
             published_at = time.time()
             payload = message.payload
             if payload is None:  # an event: latency counts up to now
@@ -283,7 +302,11 @@ class MqttSink:
             )
             if not taken:
                 return  # the connection just went; on_disconnect follows and we go on after reconnecting
-            self._pending.popleft()
+            del self._pending[number]
+            if message.retain:
+                del self._latest[message.topic]
+            else:
+                self._volatile.popleft()  # the oldest waiting non-retained message is this one
             event = message.event
             if event is not None and event.from_clip:  # an end that no clip caused has no capture→publish latency
                 self.metrics.event_latency_seconds.labels(event.camera).observe(published_at - event.received_at)

@@ -391,6 +391,52 @@ def test_stdout_sink_prints_json_lines(capsys):
 # --- deployment failure paths (docs/RELIABILITY.md item 8 has the agent-process versions) ---------------------------
 
 
+def test_retained_state_survives_queue_pressure(tmp_path):
+    """The broker is away, queue_max 5: events are dropped oldest first, but the newest value of every retained topic
+    is delivered, once (a newer value replaced the older one that waited), in publication order."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    recorder = _recorder(broker).start()
+    broker.stop()
+    metrics = Metrics()
+
+    async def main() -> None:
+        async with MqttSink(MqttConfig(url=broker.url, queue_max=5), metrics) as sink:
+            sink.publish_status("dock1", False)
+            sink.publish_state("dock1", "falling", False)
+            sink.publish_state("dock1", "falling", True)
+            for seq in range(20):
+                sink.publish_event(_event(seq))
+                sink.publish_stats({"seq": seq})
+            sink.publish_state("dock1", "falling", False)
+            sink.publish_status("dock1", True)
+            sink.publish_state("dock1", "air drumming", False)
+            assert sink.dropped == 35 and sink.queued == 5 + 3
+            broker.start()
+            await _until(lambda: sink.connected, 20)
+            await _until(lambda: sink.queued == 0)
+
+    try:
+        asyncio.run(main())
+        messages = recorder.wait_for(_ended, timeout=10)
+    finally:
+        recorder.stop()
+        broker.stop()
+    published = [(m.topic.removeprefix(f"{P}/"), m.payload) for m in messages if not m.topic.endswith("/available")]
+    published = [(t, json.loads(x)["id"] if t.endswith("events") else x) for t, x in published]
+    assert published == [
+        ("stats", '{"seq": 17}'),
+        ("dock1/events", "dock1-000018"),
+        ("stats", '{"seq": 18}'),
+        ("dock1/events", "dock1-000019"),
+        ("stats", '{"seq": 19}'),
+        ("dock1/falling", "OFF"),
+        ("dock1/status", "online"),
+        ("dock1/air drumming", "OFF"),
+    ]
+    assert metrics.value("actionstream_mqtt_dropped_messages_total", reason="queue_full") == 35
+
+
 def test_qos2_exactly_once_across_broker_restarts_with_messages_in_flight(tmp_path):
     """QoS 2, a persistent broker: each round the broker stops with 20 events unacknowledged (it was paused), and
     restarts; the client re-sends them with their packet ids and the broker delivers each event exactly once."""
