@@ -22,7 +22,9 @@ thread. Delivery works like this:
 * The protocol is MQTT 5, so that the broker can say when it refuses a message (an ACL that forbids the topic,
   a quota): such a message is not retried (it would be refused again), it is counted as
   ``reason="refused"`` and logged once per topic and reason, naming both.
-* ``{prefix}/available``: Last Will ``offline``; ``online`` on every (re)connect; ``offline`` on clean shutdown.
+* ``{prefix}/available``: Last Will ``offline``; ``online`` on every (re)connect; ``offline`` on shutdown. A shutdown
+  that leaves messages undelivered or ``offline`` unacknowledged disconnects with reason code 0x04 (Disconnect with
+  Will Message), so that the broker publishes ``offline`` itself.
 * Start-up never waits for the broker: paho retries forever (1 s doubling to 30 s); each distinct connection
   problem is logged once (again after :data:`LOG_REPEAT_S`), never raised. The password never reaches a log line.
 
@@ -52,6 +54,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
 from agent.errors import ConfigError
@@ -216,7 +219,8 @@ class MqttSink:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """Publish ``offline``, wait (bounded) for the queue to be acknowledged, disconnect."""
+        """Publish ``offline``, wait (bounded) for the queue to be acknowledged, disconnect: normally when everything
+        was delivered, else with the Will (reason code 0x04), so that ``offline`` is what stays retained."""
         assert self._client is not None, "MqttSink was not entered"
         self._closing = True
         # Disconnected: the broker has already published our Last Will, and nothing can be delivered now.
@@ -227,6 +231,7 @@ class MqttSink:
             await asyncio.sleep(0.02)
         with self._lock:
             self._closed = True
+            delivered = self._connected and not (self._pending or self._inflight)
             left = len(self._pending) + len(self._inflight)
             self._pending.clear()
             self._volatile.clear()
@@ -236,7 +241,8 @@ class MqttSink:
             log.warning("MQTT: %d message(s) were not delivered to %s before shutdown", left, self._broker.display)
         properties = Properties(PacketTypes.DISCONNECT)
         properties.SessionExpiryInterval = 0  # nothing of ours is left for the broker to keep
-        self._client.disconnect(properties=properties)
+        reason = ReasonCode(PacketTypes.DISCONNECT, identifier=0 if delivered else 4)  # 4: with the Will
+        self._client.disconnect(reasoncode=reason, properties=properties)
         try:
             await asyncio.wait_for(asyncio.to_thread(self._client.loop_stop), FLUSH_TIMEOUT_S)
         except TimeoutError:

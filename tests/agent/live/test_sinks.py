@@ -14,11 +14,13 @@ import pytest
 from prometheus_client import generate_latest
 
 from agent.config import MqttConfig
+from agent.live import sinks
 from agent.live.events import Event
 from agent.live.sinks import MqttSink, StdoutSink
 from agent.metrics import Metrics
 from tests.conftest import ROOT
 from tests.mosquitto import Message, Mosquitto, Subscriber
+from tests.tcpproxy import StallProxy
 
 P = "actionstream"
 EVENT_KEYS = {
@@ -435,6 +437,27 @@ def test_retained_state_survives_queue_pressure(tmp_path):
         ("dock1/air drumming", "OFF"),
     ]
     assert metrics.value("actionstream_mqtt_dropped_messages_total", reason="queue_full") == 35
+
+
+def test_offline_stays_retained_after_a_shutdown_with_a_backlog(broker, monkeypatch):
+    """The broker's acknowledgements stop coming (the connection stays open) while events are queued; the shutdown
+    cannot deliver them nor `offline`, so it disconnects with the Will: `offline` is what stays retained."""
+    monkeypatch.setattr(sinks, "FLUSH_TIMEOUT_S", 1.0)
+
+    async def main() -> None:
+        with StallProxy(broker.port) as proxy:
+            async with MqttSink(MqttConfig(url=proxy.url, client_id="agent"), Metrics()) as sink:
+                await _until(lambda: sink.connected and sink.queued == 0)
+                proxy.hold()
+                for seq in range(50):
+                    sink.publish_event(_event(seq))
+                assert sink.queued == 50
+            await asyncio.sleep(0.5)  # the broker reads the DISCONNECT
+
+    asyncio.run(main())
+    with Subscriber(broker, f"{P}/available") as after:
+        assert after.wait_for(lambda m: len(m) == 1, 5) == [Message(f"{P}/available", "offline", True)]
+    assert "Received DISCONNECT from agent" in broker.log()  # a DISCONNECT, not a lost connection
 
 
 def test_qos2_exactly_once_across_broker_restarts_with_messages_in_flight(tmp_path):
