@@ -70,6 +70,12 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.stdout_dropped_lines = Counter(
+            "stdout_dropped_lines",
+            "Event lines the stdout sink dropped because stdout fell behind (the oldest go first)",
+            namespace=ns,
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "queue_depth", "Items waiting in a pipeline stage", ["stage"], namespace=ns, registry=r
         )

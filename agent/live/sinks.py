@@ -29,7 +29,9 @@ thread. Delivery works like this:
   problem is logged once (again after :data:`LOG_REPEAT_S`), never raised. The password never reaches a log line.
 
 :class:`StdoutSink` writes one event JSON object per line to stdout and nothing else, so the output can be piped
-into ``jq``; camera state, status and stats are logged at DEBUG level (on stderr) instead.
+into ``jq``; camera state, status and stats are logged at DEBUG level (on stderr) instead. A thread of its own
+writes the lines, so a slow reader never stalls the event loop: at most ``queue_max`` lines wait, beyond that the
+oldest is dropped (``actionstream_stdout_dropped_lines_total``); a clean shutdown writes every line that waits.
 """
 
 from __future__ import annotations
@@ -65,9 +67,11 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
-FLUSH_TIMEOUT_S = 5.0  # shutdown waits this long for queued messages to be acknowledged
+FLUSH_TIMEOUT_S = 5.0  # shutdown waits this long for queued messages to be acknowledged (stdout: written)
 INFLIGHT_WINDOW = 20  # QoS 1/2 messages handed to paho and not yet acknowledged
 SESSION_EXPIRY_S = 3600  # the broker keeps our session this long after a lost connection (0 on shutdown)
+STDOUT_QUEUE_MAX = 10000  # event lines waiting for stdout; beyond it the oldest are dropped
+STDOUT_BATCH = 256  # lines written (and flushed) at a time
 LOG_REPEAT_S = 300.0  # an unchanged connection problem is logged again after this long
 
 
@@ -460,21 +464,32 @@ class MqttSink:
 
 
 class StdoutSink:
-    """One event JSON object per line on stdout (flushed per line); state, status and stats only at DEBUG level."""
+    """One event JSON object per line on stdout, written by a thread of its own (see the module docstring); state,
+    status and stats only at DEBUG level."""
 
-    def __init__(self, metrics: Metrics, stream: TextIO | None = None) -> None:
+    def __init__(self, metrics: Metrics, stream: TextIO | None = None, *, queue_max: int = STDOUT_QUEUE_MAX) -> None:
         self.metrics = metrics
         self._stream = stream  # None: sys.stdout at the time of writing
-        self._lock = threading.Lock()
+        self.queue_max = queue_max
+        self.dropped = 0
+        """Lines dropped because ``queue_max`` of them waited (the oldest go first)."""
+        self._lines: collections.deque[str] = collections.deque()
+        self._changed = threading.Condition()
+        self._written = 0  # lines written so far (the shutdown waits while this grows)
+        self._closing = False
+        self._writer: threading.Thread | None = None
+        self._drop_logged_at = -LOG_REPEAT_S
 
     def publish_event(self, event: Event) -> None:
         self.metrics.events.labels(event.camera, event.label, event.type).inc()
         published_at = time.time()
         line = json.dumps(event.payload(published_at))
-        stream = self._stream or sys.stdout
-        with self._lock:
-            stream.write(line + "\n")
-            stream.flush()
+        with self._changed:
+            if len(self._lines) >= self.queue_max:
+                self._lines.popleft()
+                self._dropped(1)
+            self._lines.append(line)
+            self._changed.notify()
         if event.from_clip:
             self.metrics.event_latency_seconds.labels(event.camera).observe(published_at - event.received_at)
 
@@ -491,7 +506,54 @@ class StdoutSink:
         pass
 
     async def __aenter__(self) -> StdoutSink:
+        # A daemon: a reader that never reads again must not keep the process from exiting.
+        self._writer = threading.Thread(target=self._write, name="stdout-sink", daemon=True)
+        self._writer.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        (self._stream or sys.stdout).flush()
+        """Write every line that waits; give up only when stdout takes nothing for FLUSH_TIMEOUT_S."""
+        writer = self._writer
+        assert writer is not None, "StdoutSink was not entered"
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        written, progress_at = -1, time.monotonic()
+        while writer.is_alive():
+            if self._written != written:
+                written, progress_at = self._written, time.monotonic()
+            elif time.monotonic() - progress_at > FLUSH_TIMEOUT_S:
+                with self._changed:
+                    left = len(self._lines)
+                log.warning("stdout took nothing for %.0f s: %d event line(s) not written", FLUSH_TIMEOUT_S, left)
+                return
+            await asyncio.sleep(0.02)
+
+    def _write(self) -> None:
+        """The writer thread: lines in order, a batch at a time, until closing and none is left."""
+        while True:
+            with self._changed:
+                while not self._lines and not self._closing:
+                    self._changed.wait()
+                if not self._lines:
+                    return
+                batch = [self._lines.popleft() for _ in range(min(len(self._lines), STDOUT_BATCH))]
+            stream = self._stream or sys.stdout
+            try:
+                stream.write("".join(line + "\n" for line in batch))
+                stream.flush()
+            except (OSError, ValueError) as e:  # stdout closed (the reader went away): these lines are lost
+                with self._changed:
+                    self._dropped(len(batch), f"cannot write to stdout ({e})")
+                continue
+            self._written += len(batch)
+
+    def _dropped(self, count: int, why: str = "") -> None:
+        """Count dropped lines (under self._changed); logged at most every 10 s."""
+        self.dropped += count
+        self.metrics.stdout_dropped_lines.inc(count)
+        now = time.monotonic()
+        if now - self._drop_logged_at >= 10.0:
+            self._drop_logged_at = now
+            why = why or f"queue full (queue_max={self.queue_max}): dropped the oldest line"
+            log.warning("stdout: %s (%d dropped so far)", why, self.dropped)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import io
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -490,3 +494,80 @@ def test_qos2_exactly_once_across_broker_restarts_with_messages_in_flight(tmp_pa
     ids = [json.loads(m.payload)["id"] for m in messages if m.topic == f"{P}/dock1/events"]
     assert ids == [f"dock1-{seq:06d}" for seq in range(90)]  # every one, once, in order
     assert metrics.value("actionstream_mqtt_dropped_messages_total", reason="refused") == 0
+
+
+class _Gate(io.StringIO):
+    """A stdout whose writes wait until :attr:`open` is set (a reader that has stopped reading)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open, self.entered = threading.Event(), threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.open.wait()
+        return super().write(text)
+
+
+def test_stdout_sink_never_blocks_the_caller_and_drops_the_oldest():
+    metrics = Metrics()
+    stream = _Gate()
+
+    async def main() -> None:
+        async with StdoutSink(metrics, stream, queue_max=5) as sink:
+            sink.publish_event(_event(0))
+            assert await asyncio.to_thread(stream.entered.wait, 5)  # the writer waits on line 0
+            started = time.monotonic()
+            for seq in range(1, 21):
+                sink.publish_event(_event(seq))
+            assert time.monotonic() - started < 1.0
+            assert sink.dropped == 15 and metrics.value("actionstream_stdout_dropped_lines_total") == 15
+            stream.open.set()
+
+    asyncio.run(main())
+    assert [json.loads(line)["seq"] for line in stream.getvalue().splitlines()] == [0, 16, 17, 18, 19, 20]
+
+
+def test_stdout_sink_off_the_event_loop_with_a_full_pipe():
+    """stdout is a real pipe that nobody reads for a while: publishing goes on, and once the reader comes back
+    every line arrives (none dropped), also those still waiting at shutdown."""
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 4096)
+    stream = open(write_fd, "w", buffering=1)  # noqa: SIM115 (closed below)
+    received = bytearray()
+
+    def read() -> None:
+        while chunk := os.read(read_fd, 65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    back = threading.Lock()
+
+    def reader_back() -> None:
+        with back:
+            if not reader.is_alive() and reader.ident is None:
+                reader.start()
+
+    watchdog = threading.Timer(5.0, reader_back)  # a sink that blocks its caller is unblocked after 5 s
+    watchdog.start()
+    metrics = Metrics()
+
+    async def main() -> float:
+        async with StdoutSink(metrics, stream) as sink:
+            started = time.monotonic()
+            for seq in range(500):  # ~200 kB: far more than the pipe holds
+                sink.publish_event(_event(seq))
+            took = time.monotonic() - started
+            reader_back()
+        return took
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        watchdog.cancel()
+        stream.close()
+        reader.join(10)
+        os.close(read_fd)
+    assert took < 2.0, f"publishing 500 events took {took:.1f} s: the caller waited for stdout"
+    assert [json.loads(line)["seq"] for line in received.decode().splitlines()] == list(range(500))
+    assert metrics.value("actionstream_stdout_dropped_lines_total") == 0
