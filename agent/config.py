@@ -138,7 +138,7 @@ class ModelConfig(Section):
 class MqttConfig(Section):
     url: str = Field(default="mqtt://localhost:1883", description="mqtt://host[:port] or mqtts://host[:port]")
     prefix: str = Field(default="actionstream", description="topic prefix")
-    client_id: str | None = None
+    client_id: str | None = Field(default=None, description="a replica of several adds -shard-{i}")
     username: str | None = None
     password: SecretStr | None = Field(default=None, description="use ${ENV_VAR}; never written inline in logs")
     password_file: Path | None = Field(default=None, description="file holding the password")

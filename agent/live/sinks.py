@@ -22,9 +22,10 @@ thread. Delivery works like this:
 * The protocol is MQTT 5, so that the broker can say when it refuses a message (an ACL that forbids the topic,
   a quota): such a message is not retried (it would be refused again), it is counted as
   ``reason="refused"`` and logged once per topic and reason, naming both.
-* ``{prefix}/available``: Last Will ``offline``; ``online`` on every (re)connect; ``offline`` on shutdown. A shutdown
-  that leaves messages undelivered or ``offline`` unacknowledged disconnects with reason code 0x04 (Disconnect with
-  Will Message), so that the broker publishes ``offline`` itself.
+* ``{prefix}/available`` (``{prefix}/available/shard-{i}`` for replica ``i`` of several, whose client id also gets
+  ``-shard-{i}``): Last Will ``offline``; ``online`` on every (re)connect; ``offline`` on shutdown. A shutdown that
+  leaves messages undelivered or ``offline`` unacknowledged disconnects with reason code 0x04 (Disconnect with Will
+  Message), so that the broker publishes ``offline`` itself.
 * Start-up never waits for the broker: paho retries forever (1 s doubling to 30 s); each distinct connection
   problem is logged once (again after :data:`LOG_REPEAT_S`), never raised. The password never reaches a log line.
 
@@ -125,10 +126,12 @@ def _describe_connect_error(exc: BaseException | None) -> str:
 class MqttSink:
     """Publishes to an MQTT broker (see the module docstring for the delivery guarantee).
 
-    ``async with MqttSink(config, metrics) as sink:`` returns at once, connected or not.
+    ``async with MqttSink(config, metrics) as sink:`` returns at once, connected or not. ``shard``: ``(i, n)`` when
+    this agent is replica ``i`` of ``n`` (agent/shard.py): with ``n > 1`` it has an availability topic and a client
+    id of its own.
     """
 
-    def __init__(self, config: MqttConfig, metrics: Metrics) -> None:
+    def __init__(self, config: MqttConfig, metrics: Metrics, *, shard: tuple[int, int] | None = None) -> None:
         self.config, self.metrics = config, metrics
         self._broker = config.broker
         self.prefix = config.prefix.strip("/")
@@ -136,8 +139,12 @@ class MqttSink:
             raise ConfigError(f"mqtt.prefix: {config.prefix!r} is not a valid topic prefix (no +, #, not empty)")
         self.dropped = 0
         """Non-retained messages dropped because ``queue_max`` of them waited (the oldest go first)."""
-        self._available = f"{self.prefix}/available"
-        self._client_id = config.client_id or f"actionstream-{secrets.token_hex(4)}"
+        client_id = config.client_id or f"actionstream-{secrets.token_hex(4)}"
+        if shard is not None and shard[1] > 1:  # replicas: one availability (and Last Will) and client id each
+            self.available_topic = f"{self.prefix}/available/shard-{shard[0]}"
+            self._client_id = f"{client_id}-shard-{shard[0]}"
+        else:
+            self.available_topic, self._client_id = f"{self.prefix}/available", client_id
         self._lock = threading.Lock()
         self._numbers = itertools.count()
         # Not yet handed to paho, in publication order, by number. Of these, the non-retained ones (oldest first;
@@ -197,7 +204,7 @@ class MqttSink:
                 "state_topic": f"{self.prefix}/{camera}/{label}",
                 "payload_on": "ON",
                 "payload_off": "OFF",
-                "availability_topic": self._available,
+                "availability_topic": self.available_topic,
                 "payload_available": "online",
                 "payload_not_available": "offline",
                 "device": {"identifiers": [device_id], "name": f"{camera} actions", "manufacturer": "actionstream"},
@@ -229,7 +236,7 @@ class MqttSink:
         self._closing = True
         # Disconnected: the broker has already published our Last Will, and nothing can be delivered now.
         if self._connected:
-            self._enqueue(_Message(self._available, 1, True, b"offline"))
+            self._enqueue(_Message(self.available_topic, 1, True, b"offline"))
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
         while self._connected and self.queued and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -343,7 +350,7 @@ class MqttSink:
         if broker.tls:
             client.tls_set_context(self._tls_context())
             client.tls_insecure_set(config.tls_insecure)
-        client.will_set(self._available, "offline", qos=1, retain=True)
+        client.will_set(self.available_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.max_inflight_messages = 0  # no second window: ours bounds what paho holds, and paho re-sends it all
         client.on_connect = self._on_connect
@@ -375,7 +382,7 @@ class MqttSink:
             self._problem_seen(what, logging.ERROR)
             return
         # First, on every (re)connect; paho then re-sends what it had in flight, and we go on with what waits.
-        client.publish(self._available, "online", qos=1, retain=True)
+        client.publish(self.available_topic, "online", qos=1, retain=True)
         self._call_soon(self._connected_cb)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
