@@ -50,12 +50,12 @@ def _quick_config(args: argparse.Namespace) -> AgentConfig:
     return parse_config(data, "command line")
 
 
-def _shard(config: AgentConfig, flag: str | None) -> AgentConfig:
+def _shard(config: AgentConfig, flag: str | None) -> tuple[AgentConfig, tuple[int, int] | None]:
     """Keep this replica's cameras: ``--shard i/N``, else ``ACTIONSTREAM_SHARD`` / ``ACTIONSTREAM_SHARDS`` (+ the
-    StatefulSet ordinal); nothing set: all of them. See agent/shard.py."""
+    StatefulSet ordinal); nothing set: all of them. See agent/shard.py. Also returns the shard, ``(i, N)``, or None."""
     shard = resolve_shard(flag)
     if shard is None:
-        return config
+        return config, None
     index, count = shard
     mine = select(config.cameras, index, count)
     log = logging.getLogger("actionstream")
@@ -63,7 +63,7 @@ def _shard(config: AgentConfig, flag: str | None) -> AgentConfig:
     log.info("shard %d/%d: %d of %d camera(s): %s", index, count, len(mine), len(config.cameras), names)
     if not mine:
         log.warning("shard %d/%d: no camera hashes to this shard; idling (metrics and MQTT stay up)", index, count)
-    return config.model_copy(update={"cameras": mine})
+    return config.model_copy(update={"cameras": mine}), shard
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -73,8 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    config = _shard(config, args.shard)
-    agent = Agent(config)
+    config, shard = _shard(config, args.shard)
+    agent = Agent(config, shard=shard)  # replicas get an MQTT availability topic and client id each
     agent.load()
 
     async def main() -> None:

@@ -235,7 +235,7 @@ class ModelConfig(Section):
 class MqttConfig(Section):
     url: str = Field(default="mqtt://localhost:1883", description="mqtt://host[:port] or mqtts://host[:port]")
     prefix: str = Field(default="actionstream", description="topic prefix")
-    client_id: str | None = None
+    client_id: str | None = Field(default=None, description="a replica of several adds -shard-{i}")
     username: str | None = None
     password: SecretStr | None = Field(default=None, description="use ${ENV_VAR}; never written inline in logs")
     password_file: Path | None = Field(default=None, description="file holding the password")
@@ -245,7 +245,12 @@ class MqttConfig(Section):
     tls_insecure: bool = Field(default=False, description="skip hostname verification")
     qos: Literal[0, 1, 2] = Field(default=1, description="QoS of event messages")
     keepalive_s: int = Field(default=30, ge=5)
-    queue_max: int = Field(default=10000, ge=1, description="messages kept while the broker is away")
+    queue_max: int = Field(
+        default=10000,
+        ge=1,
+        description="non-retained messages (events, stats) kept while the broker is away; retained state is never "
+        "dropped (one value per topic waits)",
+    )
     stats_interval_s: float = Field(default=30.0, gt=0)
     homeassistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"

@@ -72,8 +72,14 @@ class Metrics:
         )
         self.mqtt_dropped_messages = Counter(
             "mqtt_dropped_messages",
-            "Messages not delivered to the broker: queue_full (the oldest go first), refused (by the broker)",
+            "Messages not delivered to the broker: queue_full (the oldest non-retained go first), refused (by it)",
             ["reason"],
+            namespace=ns,
+            registry=r,
+        )
+        self.stdout_dropped_lines = Counter(
+            "stdout_dropped_lines",
+            "Event lines the stdout sink dropped because stdout fell behind (the oldest go first)",
             namespace=ns,
             registry=r,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -76,6 +77,7 @@ class Mosquitto:
     sessions and retained messages across :meth:`restart` (saved on the SIGTERM of :meth:`stop`). ``acl`` is the
     text of an ACL file (``user NAME`` / ``topic [read|write|readwrite|deny] TOPIC`` lines). ``client_certs`` (with
     ``tls``) requires a client certificate signed by the broker's CA (:attr:`ca`) whose CN is the user name.
+    ``settings``: more lines for mosquitto.conf (e.g. ``max_queued_messages 0``).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class Mosquitto:
         persistence: bool = True,
         acl: str | None = None,
         client_certs: bool = False,
+        settings: Iterable[str] = (),
     ) -> None:
         for tool in ("mosquitto", "mosquitto_passwd", "openssl"):
             if shutil.which(tool) is None:
@@ -126,6 +129,7 @@ class Mosquitto:
         if acl is not None:
             (self.dir / "acl").write_text(acl)
             lines.append(f"acl_file {self.dir / 'acl'}")
+        lines += list(settings)
         self.config_file = self.dir / "mosquitto.conf"
         self.config_file.write_text("\n".join(lines) + "\n")
 
@@ -147,8 +151,18 @@ class Mosquitto:
         """SIGTERM: mosquitto closes every connection and saves its database."""
         if self.proc is not None:
             self.proc.terminate()
+            self.proc.send_signal(signal.SIGCONT)  # a paused broker takes the SIGTERM now
             self.proc.wait(timeout=10)
             self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is read or answered (until :meth:`resume`)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()
@@ -176,6 +190,7 @@ class Subscriber:
 
     ``persistent``: a fixed client id with a persistent session (clean_session=False, QoS 1), so that on a
     broker with persistence, messages published while this subscriber is away are delivered when it is back.
+    ``qos``: of the subscription (2: the broker delivers each message it has once, also across its restarts).
     """
 
     def __init__(
@@ -188,8 +203,9 @@ class Subscriber:
         username: str | None = None,
         password: str | None = None,
         cert: tuple[Path, Path] | None = None,
+        qos: int = 1,
     ) -> None:
-        self.broker = broker
+        self.broker, self.qos = broker, qos
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         self.messages: list[Message] = []
         self.raw: list[bytes] = []  # each message's payload as it came, in the same order
@@ -224,7 +240,7 @@ class Subscriber:
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         if not reason.is_failure:
-            client.subscribe([(t, 1) for t in self.topics])
+            client.subscribe([(t, self.qos) for t in self.topics])
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:

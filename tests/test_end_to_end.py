@@ -59,7 +59,7 @@ def test_run_publishes_events_metrics_and_shuts_down_cleanly(tmp_path, tiny_mode
             lambda ms: (
                 sum(m.topic == "actionstream/door/events" for m in ms) >= len(TINY_LABELS)
                 and any(m.topic == "actionstream/stats" for m in ms)
-                and any(m.topic == "actionstream/door/still" for m in ms)  # states follow a clip's events
+                and any(m.topic == "actionstream/door/still" and m.payload == "ON" for m in ms)  # after the events
             ),
             timeout=90,
         )

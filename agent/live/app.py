@@ -53,8 +53,10 @@ class Agent:
         sink: Sink | None = None,
         runtimes: dict[str, ModelRuntime] | None = None,
         camera_factory: CameraFactory = Camera,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.config = config
+        self.shard = shard  # (i, n): this agent is replica i of n (agent/shard.py); its MQTT identity follows
         self.metrics = metrics or Metrics()
         self.sink = sink  # default: MQTT when configured, else stdout
         self.runtimes: dict[str, ModelRuntime] = runtimes or {}
@@ -139,7 +141,9 @@ class Agent:
     def _sink(self) -> Sink:
         if self.sink is not None:
             return self.sink
-        return MqttSink(self.config.mqtt, self.metrics) if self.config.mqtt else StdoutSink(self.metrics)
+        if self.config.mqtt is None:
+            return StdoutSink(self.metrics)
+        return MqttSink(self.config.mqtt, self.metrics, shard=self.shard)
 
     def _wire(
         self,

@@ -188,7 +188,13 @@ class CameraPipeline:
         return self.scoring.tracker
 
     def announce(self) -> None:
-        self.sink.announce(self.name, tracked_labels(self.tracker.config, self.tracker.labels))
+        """Discovery, then the true state of every label this camera may turn ON: OFF, since nothing is active yet
+        (a retained ON left by a run that crashed would otherwise stay ON)."""
+        labels = tracked_labels(self.tracker.config, self.tracker.labels)
+        self.sink.announce(self.name, labels)
+        for label in labels:
+            self.states[label] = False
+            self.sink.publish_state(self.name, label, False)
 
     async def stream(self) -> None:
         """Takes the camera's clips and sends them to be scored; applies the scores in order. A failure stops this

@@ -158,7 +158,7 @@ def test_run_publishes_per_person_events(tmp_path, video, person_model):
     assert {e["person"]: e["box"] for e in events} == {1: [0.05, 0.1, 0.35, 0.9], 2: [0.6, 0.2, 0.9, 0.95]}
     assert len({e["id"] for e in events}) == len(events)
     assert subscriber.payloads("actionstream/hall/left")[-1] == "OFF"
-    assert subscriber.payloads("actionstream/hall/tall") == []  # never started, never announced ON
+    assert subscriber.payloads("actionstream/hall/tall") == ["OFF"]  # never started: only the OFF of the start
 
 
 def test_check_opens_the_detector(tmp_path, video, person_model, capsys):

@@ -174,13 +174,15 @@ def _config(tmp_path: Path, names: list[str], model: Path, video: Path | None = 
 
 
 class _FakeAgent:
-    """Stands in for agent.live.app.Agent: records the config ``run`` hands it."""
+    """Stands in for agent.live.app.Agent: records the config ``run`` hands it (and the shard, in :attr:`shards`)."""
 
     seen: list = []
+    shards: list = []
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, shard=None) -> None:
         self.config = config
         _FakeAgent.seen.append(config)
+        _FakeAgent.shards.append(shard)
 
     def load(self) -> None:
         pass
@@ -193,7 +195,7 @@ class _FakeAgent:
 def fake_agent(monkeypatch):
     import agent.live.app
 
-    _FakeAgent.seen = []
+    _FakeAgent.seen, _FakeAgent.shards = [], []
     monkeypatch.setattr(agent.live.app, "Agent", _FakeAgent)
     for key in (ENV_SHARD, ENV_SHARDS, ENV_SHARD_INDEX):
         monkeypatch.delenv(key, raising=False)
@@ -209,12 +211,14 @@ def test_run_shard_flag_filters_cameras(tmp_path, fake_agent, caplog):
     assert kept == [[n for n in NAMES[:20] if shard_of(n, 3) == i] for i in range(3)]
     assert sorted(sum(kept, [])) == sorted(NAMES[:20])
     assert f"shard 1/3: {len(kept[1])} of 20 camera(s): {', '.join(kept[1])}" in caplog.text
+    assert _FakeAgent.shards == [(0, 3), (1, 3), (2, 3)]  # for the MQTT identity of each replica
 
 
 def test_run_without_shard_takes_every_camera(tmp_path, fake_agent):
     config = _config(tmp_path, NAMES[:5], tmp_path / "m.onnx")
     assert cli.main(["run", "-c", str(config)]) == 0
     assert [c.name for c in fake_agent[0].cameras] == NAMES[:5]
+    assert _FakeAgent.shards == [None]
 
 
 def test_run_shard_from_statefulset_environment(tmp_path, fake_agent, monkeypatch):

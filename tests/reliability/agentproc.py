@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -24,10 +25,21 @@ class AgentProcess:
     """Writes ``config`` (a dict) to ``directory/config.yaml`` and runs the agent on it.
 
     Metrics are served on 127.0.0.1 on a free port unless the config says otherwise. stdout lines (event JSON from
-    the stdout sink) and stderr lines (the log) are collected by two reader threads.
+    the stdout sink) and stderr lines (the log) are collected by two reader threads; with ``read_stdout=False``
+    nobody reads stdout (a pipe of ``stdout_pipe_bytes``, when given) until :meth:`read_stdout`. ``args``: more
+    arguments for ``run`` (e.g. ``--shard 0/2``).
     """
 
-    def __init__(self, directory: Path, config: dict, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: dict,
+        *,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        read_stdout: bool = True,
+        stdout_pipe_bytes: int | None = None,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
         self.config.setdefault("metrics", {"host": "127.0.0.1", "port": free_port()})
@@ -35,6 +47,8 @@ class AgentProcess:
         self.config_file = directory / "config.yaml"
         self.config_file.write_text(yaml.safe_dump(self.config))
         self.env = {**os.environ, **(env or {})}
+        self.args = list(args or [])
+        self._read_stdout, self._pipe_bytes = read_stdout, stdout_pipe_bytes
         self.proc: subprocess.Popen | None = None
         self.stdout: list[str] = []
         self.stderr: list[str] = []
@@ -44,18 +58,36 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "-c", str(self.config_file)],
+            [sys.executable, "-m", "agent", "run", "-c", str(self.config_file), *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
             env=self.env,
         )
-        for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            reader = threading.Thread(target=_read_lines, args=(stream, lines), daemon=True)
-            reader.start()
-            self._readers.append(reader)
+        if self._pipe_bytes is not None:
+            assert self.proc.stdout is not None
+            fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, self._pipe_bytes)
+        self._reader(self.proc.stderr, self.stderr)
+        if self._read_stdout:
+            self.read_stdout()
         return self
+
+    def read_stdout(self) -> None:
+        """Start reading stdout (``read_stdout=False``: the reader comes back)."""
+        assert self.proc is not None
+        self._reader(self.proc.stdout, self.stdout)
+
+    def _reader(self, stream, lines: list[str]) -> None:
+        reader = threading.Thread(target=_read_lines, args=(stream, lines), daemon=True)
+        reader.start()
+        self._readers.append(reader)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash, an OOM kill) and wait."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
 
     @property
     def pid(self) -> int:

@@ -1,7 +1,8 @@
 """The reliability table: tests record what they observed; this renders docs/RELIABILITY.md from the record.
 
 ``python -m tests.reliability.report`` writes the file from ``.cache/reliability/results.json`` (written by the last
-run of ``tests/reliability``); ``--check`` compares instead and exits 1 when the committed table differs.
+run of ``tests/reliability``; ``ACTIONSTREAM_RELIABILITY_RESULTS`` names another file, e.g. for checkouts that
+share one ``.cache``); ``--check`` compares instead and exits 1 when the committed table differs.
 
 Only the table is compared. It holds facts that a correct run reproduces exactly (counts, exit statuses, which key
 a message names, thresholds met or not); timings and sizes go to the measurements section, which is informative
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / ".cache" / "reliability" / "results.json"
+RESULTS = Path(os.environ.get("ACTIONSTREAM_RELIABILITY_RESULTS") or ROOT / ".cache" / "reliability" / "results.json")
 DOC = ROOT / "docs" / "RELIABILITY.md"
 TABLE_START, TABLE_END = "<!-- table: generated, compared by --check -->", "<!-- end of table -->"
 

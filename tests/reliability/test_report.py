@@ -1,4 +1,4 @@
-"""Item 8: docs/RELIABILITY.md is generated from the suite's results and its table matches them (runs last)."""
+"""The table: docs/RELIABILITY.md is generated from the suite's results and its table matches them (runs last)."""
 
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ def test_queries_filter_and_sort_newest_first(tmp_path):
     store = Store(StorageConfig(path=tmp_path), Metrics())
     store.open()
     for i in range(5):
-        store.insert(action(i, T0 + i, T0 + i + 0.5, camera="a" if i % 2 else "b"))
+        store.insert(action(i, T0 + i, T0 + i + 0.5, camera="a" if i % 2 else "b")).result()  # reads see writes done
     assert [a.start_time for a in store.actions().result()] == [T0 + 4, T0 + 3, T0 + 2, T0 + 1, T0]
     assert [a.camera for a in store.actions(camera="a").result()] == ["a", "a"]
     assert len(store.actions(since=T0 + 1, until=T0 + 3, limit=2).result()) == 2

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import io
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from prometheus_client import generate_latest
 
 from agent.config import MqttConfig
+from agent.live import sinks
 from agent.live.events import Event
 from agent.live.sinks import MqttSink, StdoutSink
 from agent.metrics import Metrics
 from tests.conftest import ROOT
 from tests.mosquitto import Message, Mosquitto, Subscriber
+from tests.tcpproxy import StallProxy
 
 P = "actionstream"
 EVENT_KEYS = {
@@ -386,3 +392,182 @@ def test_stdout_sink_prints_json_lines(capsys):
         assert set(event) == EVENT_KEYS and event["seq"] == seq and event["latency_ms"]["capture_to_publish"] >= 100
     assert metrics.value("actionstream_event_latency_seconds_count", camera="dock1") == 3
     assert metrics.value("actionstream_events_total", camera="dock1", label="falling", type="start") == 1
+
+
+# --- deployment failure paths (docs/RELIABILITY.md item 8 has the agent-process versions) ---------------------------
+
+
+def test_retained_state_survives_queue_pressure(tmp_path):
+    """The broker is away, queue_max 5: events are dropped oldest first, but the newest value of every retained topic
+    is delivered, once (a newer value replaced the older one that waited), in publication order."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    recorder = _recorder(broker).start()
+    broker.stop()
+    metrics = Metrics()
+
+    async def main() -> None:
+        async with MqttSink(MqttConfig(url=broker.url, queue_max=5), metrics) as sink:
+            sink.publish_status("dock1", False)
+            sink.publish_state("dock1", "falling", False)
+            sink.publish_state("dock1", "falling", True)
+            for seq in range(20):
+                sink.publish_event(_event(seq))
+                sink.publish_stats({"seq": seq})
+            sink.publish_state("dock1", "falling", False)
+            sink.publish_status("dock1", True)
+            sink.publish_state("dock1", "air drumming", False)
+            assert sink.dropped == 35 and sink.queued == 5 + 3
+            broker.start()
+            await _until(lambda: sink.connected, 20)
+            await _until(lambda: sink.queued == 0)
+
+    try:
+        asyncio.run(main())
+        messages = recorder.wait_for(_ended, timeout=10)
+    finally:
+        recorder.stop()
+        broker.stop()
+    published = [(m.topic.removeprefix(f"{P}/"), m.payload) for m in messages if not m.topic.endswith("/available")]
+    published = [(t, json.loads(x)["id"] if t.endswith("events") else x) for t, x in published]
+    assert published == [
+        ("stats", '{"seq": 17}'),
+        ("dock1/events", "dock1-000018"),
+        ("stats", '{"seq": 18}'),
+        ("dock1/events", "dock1-000019"),
+        ("stats", '{"seq": 19}'),
+        ("dock1/falling", "OFF"),
+        ("dock1/status", "online"),
+        ("dock1/air drumming", "OFF"),
+    ]
+    assert metrics.value("actionstream_mqtt_dropped_messages_total", reason="queue_full") == 35
+
+
+def test_offline_stays_retained_after_a_shutdown_with_a_backlog(broker, monkeypatch):
+    """The broker's acknowledgements stop coming (the connection stays open) while events are queued; the shutdown
+    cannot deliver them nor `offline`, so it disconnects with the Will: `offline` is what stays retained."""
+    monkeypatch.setattr(sinks, "FLUSH_TIMEOUT_S", 1.0)
+
+    async def main() -> None:
+        with StallProxy(broker.port) as proxy:
+            async with MqttSink(MqttConfig(url=proxy.url, client_id="agent"), Metrics()) as sink:
+                await _until(lambda: sink.connected and sink.queued == 0)
+                proxy.hold()
+                for seq in range(50):
+                    sink.publish_event(_event(seq))
+                assert sink.queued == 50
+            await asyncio.sleep(0.5)  # the broker reads the DISCONNECT
+
+    asyncio.run(main())
+    with Subscriber(broker, f"{P}/available") as after:
+        assert after.wait_for(lambda m: len(m) == 1, 5) == [Message(f"{P}/available", "offline", True)]
+    assert "Received DISCONNECT from agent" in broker.log()  # a DISCONNECT, not a lost connection
+
+
+def test_qos2_exactly_once_across_broker_restarts_with_messages_in_flight(tmp_path):
+    """QoS 2, a persistent broker: each round the broker stops with 20 events unacknowledged (it was paused), and
+    restarts; the client re-sends them with their packet ids and the broker delivers each event exactly once."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    recorder = Subscriber(broker, f"{P}/#", client_id="recorder", persistent=True, qos=2).start()
+    metrics = Metrics()
+
+    async def main() -> None:
+        async with MqttSink(MqttConfig(url=broker.url, qos=2, keepalive_s=60), metrics) as sink:
+            await _until(lambda: sink.connected)
+            for round_ in range(3):
+                broker.pause()  # what follows is sent, and stays unacknowledged
+                for seq in range(30 * round_, 30 * round_ + 30):
+                    sink.publish_event(_event(seq))
+                await asyncio.sleep(0.2)
+                broker.stop()  # SIGTERM, then SIGCONT: the broker saves its sessions and exits
+                await _until(lambda: not sink.connected, 10)
+                broker.start()
+                await _until(lambda: sink.connected and sink.queued == 0, 40)
+
+    try:
+        asyncio.run(main())
+        messages = recorder.wait_for(_ended, timeout=10)
+    finally:
+        recorder.stop()
+        broker.stop()
+    ids = [json.loads(m.payload)["id"] for m in messages if m.topic == f"{P}/dock1/events"]
+    assert ids == [f"dock1-{seq:06d}" for seq in range(90)]  # every one, once, in order
+    assert metrics.value("actionstream_mqtt_dropped_messages_total", reason="refused") == 0
+
+
+class _Gate(io.StringIO):
+    """A stdout whose writes wait until :attr:`open` is set (a reader that has stopped reading)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open, self.entered = threading.Event(), threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.open.wait()
+        return super().write(text)
+
+
+def test_stdout_sink_never_blocks_the_caller_and_drops_the_oldest():
+    metrics = Metrics()
+    stream = _Gate()
+
+    async def main() -> None:
+        async with StdoutSink(metrics, stream, queue_max=5) as sink:
+            sink.publish_event(_event(0))
+            assert await asyncio.to_thread(stream.entered.wait, 5)  # the writer waits on line 0
+            started = time.monotonic()
+            for seq in range(1, 21):
+                sink.publish_event(_event(seq))
+            assert time.monotonic() - started < 1.0
+            assert sink.dropped == 15 and metrics.value("actionstream_stdout_dropped_lines_total") == 15
+            stream.open.set()
+
+    asyncio.run(main())
+    assert [json.loads(line)["seq"] for line in stream.getvalue().splitlines()] == [0, 16, 17, 18, 19, 20]
+
+
+def test_stdout_sink_off_the_event_loop_with_a_full_pipe():
+    """stdout is a real pipe that nobody reads for a while: publishing goes on, and once the reader comes back
+    every line arrives (none dropped), also those still waiting at shutdown."""
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 4096)
+    stream = open(write_fd, "w", buffering=1)  # noqa: SIM115 (closed below)
+    received = bytearray()
+
+    def read() -> None:
+        while chunk := os.read(read_fd, 65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    back = threading.Lock()
+
+    def reader_back() -> None:
+        with back:
+            if not reader.is_alive() and reader.ident is None:
+                reader.start()
+
+    watchdog = threading.Timer(5.0, reader_back)  # a sink that blocks its caller is unblocked after 5 s
+    watchdog.start()
+    metrics = Metrics()
+
+    async def main() -> float:
+        async with StdoutSink(metrics, stream) as sink:
+            started = time.monotonic()
+            for seq in range(500):  # ~200 kB: far more than the pipe holds
+                sink.publish_event(_event(seq))
+            took = time.monotonic() - started
+            reader_back()
+        return took
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        watchdog.cancel()
+        stream.close()
+        reader.join(10)
+        os.close(read_fd)
+    assert took < 2.0, f"publishing 500 events took {took:.1f} s: the caller waited for stdout"
+    assert [json.loads(line)["seq"] for line in received.decode().splitlines()] == list(range(500))
+    assert metrics.value("actionstream_stdout_dropped_lines_total") == 0
