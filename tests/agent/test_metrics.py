@@ -45,6 +45,13 @@ def exercised() -> Metrics:
     m.model_up.labels(**model).set(1)
     m.inference_failures.labels(**model).inc(0)
     m.mqtt_dropped_messages.labels(reason="queue_full").inc(0)
+    m.snapshots_written.labels(**cam).inc()
+    m.clips_written.labels(**cam).inc()
+    m.evidence_bytes.set(1024)
+    m.evidence_dropped.labels(kind="clip", reason="max_gb").inc(0)
+    m.webhook_deliveries.labels(webhook="alerts").inc()
+    m.webhook_failures.labels(webhook="alerts", reason="gave_up").inc(0)
+    m.http_requests.labels(path="/metrics", status="200").inc()
     return m
 
 

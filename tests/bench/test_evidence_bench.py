@@ -10,7 +10,7 @@ from bench import evidence
 def test_evidence_bench_prints_json_lines(tmp_path, capsys):
     results = tmp_path / "results.jsonl"
     results.write_text(json.dumps({"bench": "e2e_summary", "decode": "software", "cameras": 2}) + "\n")
-    evidence.main(["--results", str(results), "--seconds", "1", "--warmup", "0.5", "--repeats", "1",
+    evidence.main(["--results", str(results), "--seconds", "2", "--warmup", "0.5", "--repeats", "1",
                    "--ring-seconds", "4", "--ring-size", "320x240", "--pre-s", "1"])  # fmt: skip
     cpu, ring = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert cpu["bench"] == "evidence_cpu" and cpu["cameras"] == 2

@@ -63,6 +63,7 @@ def test_one_server_restarted_20_times_while_three_cameras_run(servers, tmp_path
     }
     with AgentProcess(tmp_path / "agent", config) as agent:
         agent.wait_for(lambda: all(len(clip_ends(agent, n)) >= 4 for n in [flaky, *steady]), 60, "clips everywhere")
+        agent.metrics()  # scraped, as Prometheus does: the thread that renders /metrics is part of the baseline
         fds_before, threads_before = settled(agent.fds), settled(agent.threads)
 
         baseline_start = {n: len(clip_ends(agent, n)) for n in steady}
