@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from agent.errors import SpecError
 
@@ -27,6 +27,13 @@ BOX_INPUTS = ("boxes", "box_batch")
 # MMAction2's ImageNet normalisation (RGB), the default of every recognizer config it ships.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+# MMAction2's flow configs normalise both flow channels (x, y) with mean 128 and std 128.
+FLOW_MEAN = (128.0, 128.0)
+FLOW_STD = (128.0, 128.0)
+Modality = Literal["rgb", "flow"]
+# Optical flow methods: MMAction2's flow_extraction.py has TV-L1 and Farnebäck; DIS is OpenCV's fast one.
+FlowMethod = Literal["tvl1", "farneback", "dis"]
+FLOW_METHODS: tuple[str, ...] = get_args(FlowMethod)
 
 
 class Port(NamedTuple):
@@ -45,16 +52,58 @@ def resized_size(width: int, height: int, resize_short: int) -> tuple[int, int]:
     return int(width * scale + 0.5), int(height * scale + 0.5)
 
 
+class FlowSpec(BaseModel):
+    """How a flow input is made (MMAction2's ``tools/misc/flow_extraction.py``): dense optical flow between two grey
+    frames ``step_s`` apart, clipped to ``±bound`` pixels and mapped to uint8; ``pairs`` consecutive flow fields per
+    sampled instant (TSN's 5x1x3: 5, stacked into 10 channels; SlowOnly's: 1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: FlowMethod = Field(default="tvl1", description="tvl1, farneback (MMAction2's) or dis (OpenCV's fast one)")
+    bound: float = Field(default=20.0, gt=0, description="flow clipped to ±bound pixels, then mapped to 0-255")
+    pairs: int = Field(default=1, ge=1, description="consecutive flow fields stacked at each sampled instant")
+    step_s: float = Field(gt=0, description="seconds between the two frames of a pair: one frame of the training data")
+
+
 class InputSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(description="graph input name: clip, or slow and fast")
-    frames: int = Field(ge=1, description="frames in the clip")
+    frames: int = Field(ge=1, description="frames in the clip (flow: sampled instants, each with flow.pairs fields)")
     stride_s: float = Field(gt=0, description="seconds between two sampled frames")
+    modality: Modality = Field(default="rgb", description="rgb: RGB frames; flow: optical flow (x, y), see flow")
+    flow: FlowSpec | None = Field(default=None, description="flow inputs: how the flow is computed")
+
+    @model_validator(mode="after")
+    def _flow_needs_its_spec(self) -> InputSpec:
+        if (self.modality == "flow") != (self.flow is not None):
+            raise ValueError("a flow input needs its `flow` settings, and only a flow input has them")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _rgb_as_before(self, handler: Any) -> Any:
+        """RGB inputs are written without ``modality`` and ``flow``: agents that predate them still read the file
+        (and refuse a flow model's, whose input carries keys they do not know)."""
+        data = handler(self)
+        if self.modality == "rgb" and isinstance(data, dict):
+            data.pop("modality", None)
+            data.pop("flow", None)
+        return data
+
+    @property
+    def channels(self) -> int:
+        """Channels per image: 3 (RGB) or 2 (flow x, y)."""
+        return 2 if self.modality == "flow" else 3
+
+    @property
+    def images(self) -> int:
+        """Images along the graph input's T axis: ``frames``, times ``flow.pairs`` for flow."""
+        return self.frames * (self.flow.pairs if self.flow is not None else 1)
 
     @property
     def span_s(self) -> float:
-        return self.frames * self.stride_s
+        extra = self.flow.pairs * self.flow.step_s if self.flow is not None else 0.0
+        return self.frames * self.stride_s + extra
 
 
 class OutputSpec(BaseModel):
@@ -82,8 +131,8 @@ class ModelSpec(BaseModel):
     inputs: list[InputSpec] = Field(min_length=1, max_length=2)
     size: int = Field(ge=8, description="square crop side in pixels")
     resize_short: int = Field(ge=8, description="short side before the centre crop")
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...] = Field(description="per channel: RGB (3), or flow x, y (2)")
+    std: tuple[float, ...] = Field(description="per channel, as mean")
     output: OutputSpec = OutputSpec()
     source: SourceSpec
     task: Literal["clip", "person"] = Field(
@@ -119,6 +168,14 @@ class ModelSpec(BaseModel):
             raise ValueError(f"resize_short ({self.resize_short}) must be >= size ({self.size})")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
+        channels = {i.channels for i in self.inputs}
+        if len(channels) != 1 or len(self.mean) not in channels or len(self.std) not in channels:
+            raise ValueError(
+                f"mean and std need one value per channel of the inputs ({' or '.join(map(str, sorted(channels)))}),"
+                f" got {len(self.mean)} and {len(self.std)}"
+            )
+        if self.flow_input is not None and (names != ["clip"] or self.task != "clip" or self.crop != "centre"):
+            raise ValueError("a flow model has one input, `clip`, is a clip model (task clip) and crops (crop centre)")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
         if self.crop == "none" and self.size != self.resize_short:
@@ -142,6 +199,15 @@ class ModelSpec(BaseModel):
     def crop_size(self) -> int | None:
         """Side of the centre crop; None when the whole frame is kept (``crop: none``)."""
         return self.size if self.crop == "centre" else None
+
+    @property
+    def flow_input(self) -> InputSpec | None:
+        """The flow input, if this is a flow model."""
+        return next((i for i in self.inputs if i.flow is not None), None)
+
+    @property
+    def modality(self) -> Modality:
+        return "flow" if self.flow_input is not None else "rgb"
 
     @property
     def alpha(self) -> int:
@@ -213,7 +279,8 @@ def check_session(spec: ModelSpec, session: onnxruntime.InferenceSession, origin
 
 def check_graph(spec: ModelSpec, inputs: Sequence[Port], outputs: Sequence[Port], origin: str) -> None:
     """The graph must take uint8 ``[N, T, size, size, 3]`` (N dynamic) per spec input (``[N, T, H, W, 3]`` with crop
-    none, plus the box inputs for person models) and give float ``[N, labels]`` (``[M, labels]``: one per box)."""
+    none, plus the box inputs for person models; flow: ``[N, frames·pairs, size, size, 2]``) and give float
+    ``[N, labels]`` (``[M, labels]``: one per box)."""
     graph_inputs = {i.name: i for i in inputs}
     expected = [i.name for i in spec.inputs] + (list(BOX_INPUTS) if spec.task == "person" else [])
     if sorted(graph_inputs) != sorted(expected):
@@ -222,7 +289,10 @@ def check_graph(spec: ModelSpec, inputs: Sequence[Port], outputs: Sequence[Port]
         node = graph_inputs[inp.name]
         if node.type != "tensor(uint8)":
             raise SpecError(f"{origin}: input {inp.name!r} has type {node.type}, expected tensor(uint8)")
-        want = [inp.frames, spec.size, spec.size, 3] if spec.crop == "centre" else [inp.frames, "H", "W", 3]
+        if spec.crop == "centre":
+            want: list = [inp.images, spec.size, spec.size, inp.channels]
+        else:
+            want = [inp.frames, "H", "W", 3]
         shape = list(node.shape[1:])
         if spec.crop == "none" and len(shape) == 4:
             shape[1:3] = ["H", "W"]  # follows the camera's aspect ratio: any value, fixed or symbolic

@@ -209,6 +209,7 @@ def tiny_onnx(
     metadata: str | None = None,
     batch: int | str = "N",
     fail_above: int | None = None,
+    channels: int = 3,
 ) -> Path:
     """uint8 clip(s) [N, T, size, size, 3] → Cast → ReduceMean over T, H, W → [N, 3] → MatMul → Softmax → [N, K].
 
@@ -217,7 +218,8 @@ def tiny_onnx(
     nodes, graph_inputs = [], []
     means = []
     for name, frames in inputs:
-        graph_inputs.append(helper.make_tensor_value_info(name, input_type, [batch, frames, size, size, 3]))
+        shape = [batch, frames, size, size, channels]
+        graph_inputs.append(helper.make_tensor_value_info(name, input_type, shape))
         nodes.append(helper.make_node("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT))
         nodes.append(helper.make_node("ReduceMean", [f"{name}_f", "axes"], [f"{name}_m"], keepdims=0))
         means.append(f"{name}_m")
@@ -225,7 +227,7 @@ def tiny_onnx(
     if len(means) == 2:
         nodes.append(helper.make_node("Add", means, ["summed"]))
         summed = "summed"
-    weight = np.linspace(-0.05, 0.05, 3 * classes, dtype=np.float32).reshape(3, classes)
+    weight = np.linspace(-0.05, 0.05, channels * classes, dtype=np.float32).reshape(channels, classes)
     nodes.append(helper.make_node("MatMul", [summed, "weight"], ["logits"]))
     extra = []
     if fail_above is not None:
@@ -432,3 +434,70 @@ def test_person_model_box_inputs_are_checked(tmp_path):
         load_spec(_person_graph(tmp_path, batch_type=TensorProto.INT32))
     with pytest.raises(SpecError, match=r"graph inputs \['box_batch', 'boxes', 'clip'\] differ from spec inputs"):
         load_spec(_person_graph(tmp_path, with_boxes=False))
+
+
+# --- flow models ----------------------------------------------------------------------------------------------------
+
+
+def flow_spec(**flow) -> dict:
+    doc = clip_spec()
+    doc["arch"] = "tsn_r50_flow"
+    doc["inputs"] = [
+        {"name": "clip", "frames": 3, "stride_s": 4 / 3, "modality": "flow",
+         "flow": {"method": "tvl1", "bound": 20, "pairs": 5, "step_s": 1 / 30} | flow}
+    ]  # fmt: skip
+    doc["mean"], doc["std"] = [128, 128], [128, 128]
+    return doc
+
+
+def test_a_flow_spec_says_how_its_flow_is_made():
+    spec = parse_spec(json.dumps(flow_spec()), "flow.onnx")
+    (inp,) = spec.inputs
+    assert spec.modality == "flow" and spec.flow_input is inp
+    assert (inp.modality, inp.flow.method, inp.flow.bound, inp.flow.pairs) == ("flow", "tvl1", 20.0, 5)
+    assert inp.channels == 2 and inp.images == 15
+    assert inp.span_s == pytest.approx(3 * 4 / 3 + 5 / 30)
+    assert parse_spec(spec.to_json(), "again") == spec
+
+
+def test_rgb_specs_are_written_as_before():
+    """Old specs (no modality) are RGB; new RGB specs leave the new keys out, so older agents still read them."""
+    spec = parse_spec(json.dumps(clip_spec()), "m.onnx")
+    assert spec.modality == "rgb" and spec.flow_input is None and spec.inputs[0].channels == 3
+    written = json.loads(spec.to_json())
+    assert written["inputs"] == [{"name": "clip", "frames": 4, "stride_s": 16 / 30}]
+
+
+FLOW_BAD = {
+    "flow without its settings": (lambda d: d["inputs"][0].pop("flow"), ["flow input needs its `flow` settings"]),
+    "rgb with flow settings": (lambda d: d["inputs"][0].pop("modality"), ["only a flow input has them"]),
+    "three means": (lambda d: d.update(mean=[1, 2, 3]), ["one value per channel", "(2)"]),
+    "unknown method": (lambda d: d["inputs"][0]["flow"].update(method="raft"), ["inputs.0.flow.method"]),
+    "zero bound": (lambda d: d["inputs"][0]["flow"].update(bound=0), ["inputs.0.flow.bound"]),
+    "person flow": (lambda d: d.update(task="person", multilabel=True, output={"activation": "sigmoid"}),
+                    ["a flow model has one input"]),
+    "flow slowfast": (
+        lambda d: d.update(inputs=[dict(d["inputs"][0], name="slow"), dict(d["inputs"][0], name="fast")]),
+        ["a flow model has one input"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(FLOW_BAD))
+def test_bad_flow_specs_are_refused(case):
+    mutate, needles = FLOW_BAD[case]
+    doc = flow_spec()
+    mutate(doc)
+    with pytest.raises(SpecError) as err:
+        parse_spec(json.dumps(doc), "flow.onnx")
+    for needle in needles:
+        assert needle in str(err.value), (needle, str(err.value))
+
+
+def test_a_flow_graph_takes_frames_times_pairs_fields_of_two_channels(tmp_path):
+    path = tiny_onnx(tmp_path / "flow.onnx", inputs=(("clip", 15),), channels=2, metadata=json.dumps(flow_spec()))
+    assert load_spec(path).flow_input.images == 15
+    for inputs, channels, needle in (((("clip", 3),), 2, "[N, 15, 16, 16, 2]"), ((("clip", 15),), 3, "[N, 15, 16")):
+        bad = tiny_onnx(tmp_path / "bad.onnx", inputs=inputs, channels=channels, metadata=json.dumps(flow_spec()))
+        with pytest.raises(SpecError, match=re.escape(needle)):
+            load_spec(bad)
