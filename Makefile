@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@# torch from this machine's local wheel on x86_64 (a CUDA build that also runs on the CPU).
 	if [ "$$(uname -m)" = x86_64 ]; then $(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1; fi
-	$(PY) -m pip install --quiet -e '.[train,dev,openvino]'
+	$(PY) -m pip install --quiet -e '.[train,dev,openvino,flow]'
 	touch $(STAMP)
 
 deps:

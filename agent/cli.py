@@ -191,6 +191,14 @@ def _inspect(args: argparse.Namespace) -> int:
         resize = f"resized to {spec.resize_to[0]}x{spec.resize_to[1]}"
     print(f"{args.model}: {spec.arch}, {len(spec.labels)} labels, {frame} ({resize})")
     for i in spec.inputs:
+        if i.flow is not None:
+            f = i.flow
+            print(
+                f"  input {i.name!r}: optical flow ({f.method}, ±{f.bound:g} px), {i.frames} instants every "
+                f"{i.stride_s * 1000:.1f} ms, {f.pairs} field{'s' if f.pairs > 1 else ''} each of frames "
+                f"{f.step_s * 1000:.1f} ms apart (spans {i.span_s:.2f} s)"
+            )
+            continue
         print(f"  input {i.name!r}: {i.frames} frames every {i.stride_s * 1000:.1f} ms (spans {i.span_s:.2f} s)")
     print(f"  output {spec.output.name!r}: {spec.output.activation}; source: {spec.source.model_dump_json()}")
     if spec.task == "person":

@@ -1,4 +1,7 @@
-"""Offline clips from a video file (``actionstream infer``): sample by timestamp, convert only used frames."""
+"""Offline clips from a video file (``actionstream infer``): sample by timestamp, convert only used frames.
+
+Flow models: the frames of each flow field's pair (:func:`agent.flow.chain_indices`, as live) are converted (the
+model's resize, grey) and their flow computed (:class:`agent.flow.FlowMaker`, each pair once)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from agent.errors import VideoError
+from agent.flow import FlowMaker, chain_indices, grey
 from agent.frames import best_effort_times, to_model_rgb
 from agent.live.clips import EPS_S, sample_indices
 from agent.spec import ModelSpec
@@ -77,9 +81,12 @@ def _rates(stream: av.video.stream.VideoStream) -> tuple[float, float]:
     return rate, float(stream.time_base or 1 / rate)
 
 
-def read_clips(path: str | Path, spec: ModelSpec, ends: list[float] | None = None) -> list[Window]:
-    """Clips ending at ``ends`` (seconds; default: one clip ending at the last frame)."""
-    return list(iter_clips(path, spec, ends))
+def read_clips(
+    path: str | Path, spec: ModelSpec, ends: list[float] | None = None, *, flow_method: str | None = None
+) -> list[Window]:
+    """Clips ending at ``ends`` (seconds; default: one clip ending at the last frame). ``flow_method``: flow models'
+    flow made another way than the spec's (``dis``, say)."""
+    return list(iter_clips(path, spec, ends, flow_method=flow_method))
 
 
 class _TimesDiffer(Exception):
@@ -87,7 +94,12 @@ class _TimesDiffer(Exception):
 
 
 def iter_clips(
-    path: str | Path, spec: ModelSpec, ends: list[float] | None = None, times: np.ndarray | None = None
+    path: str | Path,
+    spec: ModelSpec,
+    ends: list[float] | None = None,
+    times: np.ndarray | None = None,
+    *,
+    flow_method: str | None = None,
 ) -> Iterator[Window]:
     """Clips ending at ``ends``, in that order, from one decoding pass (``times``: :func:`frame_times` of the file,
     when the caller has it). A converted frame is kept only until the last clip that uses it has been yielded, so
@@ -101,8 +113,9 @@ def iter_clips(
     times = frame_times(path) if times is None else times
     ends = [float(times.max())] if ends is None else list(ends)
     done = 0
+    maker = FlowMaker(spec, method=flow_method) if spec.flow_input is not None else None
     try:
-        for clip in _planned_clips(path, spec, ends, times):
+        for clip in _planned_clips(path, spec, ends, times, maker):
             yield clip
             done += 1
         return
@@ -120,23 +133,29 @@ def iter_clips(
             log.warning("%s: only %d of %d frames decode (%s); %d clip(s) after %.3f s skipped",
                         path, len(decoded), len(times), reason, len(skipped), last)  # fmt: skip
             rest = [e for e in rest if e <= last + EPS_S]
-    yield from _planned_clips(path, spec, rest, decoded)
+    yield from _planned_clips(path, spec, rest, decoded, maker)
 
 
 def _picks(spec: ModelSpec, times: np.ndarray, ends: list[float]) -> list[dict[str, np.ndarray]]:
-    """Per clip, per input: indices (in decoding order) of the frames it takes."""
+    """Per clip, per input: indices (in decoding order) of the frames it takes (flow: ``[frames, pairs + 1]``, the
+    frames of each instant's chain)."""
     order = np.argsort(times, kind="stable")
     sorted_times = times[order]
+    flow = spec.flow_input
+    if flow is not None:
+        return [{flow.name: order[chain_indices(flow, sorted_times, end)]} for end in ends]
     return [{k: order[v] for k, v in sample_indices(spec, sorted_times, end).items()} for end in ends]
 
 
 def _picked_times(spec: ModelSpec, times: np.ndarray, ends: list[float]) -> list[tuple[float, ...]]:
-    return [tuple(float(t) for v in p.values() for t in times[v]) for p in _picks(spec, times, ends)]
+    return [tuple(float(t) for v in p.values() for t in times[np.ravel(v)]) for p in _picks(spec, times, ends)]
 
 
-def _planned_clips(path: Path, spec: ModelSpec, ends: list[float], times: np.ndarray) -> Iterator[Window]:
+def _planned_clips(
+    path: Path, spec: ModelSpec, ends: list[float], times: np.ndarray, maker: FlowMaker | None = None
+) -> Iterator[Window]:
     picks = _picks(spec, times, ends)
-    needs = [{int(i) for v in p.values() for i in v} for p in picks]
+    needs = [{int(i) for v in p.values() for i in np.ravel(v)} for p in picks]
     last_use = {i: n for n, wanted in enumerate(needs) for i in wanted}  # the last clip (in order) using frame i
     converted: dict[int, np.ndarray] = {}
     reformatter = VideoReformatter()
@@ -147,9 +166,14 @@ def _planned_clips(path: Path, spec: ModelSpec, ends: list[float], times: np.nda
         frames = enumerate(container.decode(stream))
         while done < len(picks):
             if needs[done] <= converted.keys():
-                yield Window(
-                    end=ends[done], inputs={k: np.stack([converted[int(i)] for i in v]) for k, v in picks[done].items()}
-                )
+                if maker is not None:  # flow: each instant's chain of (time, grey frame), then its flow
+                    inputs = {
+                        k: maker([[(float(times[i]), converted[int(i)]) for i in chain] for chain in v])
+                        for k, v in picks[done].items()
+                    }
+                else:
+                    inputs = {k: np.stack([converted[int(i)] for i in v]) for k, v in picks[done].items()}
+                yield Window(end=ends[done], inputs=inputs)
                 for i in needs[done]:
                     if last_use[i] == done:
                         del converted[i]
@@ -162,13 +186,14 @@ def _planned_clips(path: Path, spec: ModelSpec, ends: list[float], times: np.nda
             if index >= len(times) or times[index] not in _candidates(frame, index, rate, time_base):
                 raise _TimesDiffer(f"frame {index} is not at {times[min(index, len(times) - 1)]:.6f} s")
             if index in last_use:
-                converted[index] = to_model_rgb(
+                rgb = to_model_rgb(
                     frame,
                     resize_short=spec.resize_short,
-                    size=spec.crop_size,
+                    size=None if maker is not None else spec.crop_size,  # flow: of the whole frame, cropped after
                     reformatter=reformatter,
                     resize_to=spec.resize_to,
                 )
+                converted[index] = grey(rgb) if maker is not None else rgb
 
 
 def _candidates(frame: av.VideoFrame, index: int, rate: float, time_base: float) -> tuple[float, ...]:
