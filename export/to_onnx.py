@@ -3,9 +3,10 @@
     python export/to_onnx.py --arch slowfast_r50_4x16 --checkpoint ckpt.pth --num-classes 400 \\
         --labels labels.txt --out model.onnx
 
-The graph takes uint8 NTHWC RGB clips, normalises them and permutes inside, and returns softmax scores; the
-``actionstream.spec`` metadata carries labels, sampling and preprocessing. After export, ONNX Runtime is run
-against PyTorch on the same input and the export fails if they disagree.
+The graph takes uint8 NTHWC RGB clips (flow models: ``[N, T, H, W, 2]`` flow x, y as MMAction2 quantises it),
+normalises them and permutes inside, and returns softmax scores; the ``actionstream.spec`` metadata carries labels,
+sampling and preprocessing (for flow: how the flow is made, ``--flow-method`` and ``--flow-bound``). After export,
+ONNX Runtime is run against PyTorch on the same input and the export fails if they disagree.
 
 Each arch brings its config's sampling (frames, interval; 2D models: ``--segments`` over ``--window-s``), test
 crop (``--size`` scales it: the resize follows in proportion), mean and std; docs/models.md lists them.
@@ -35,9 +36,11 @@ from agent import __version__
 from agent.errors import ActionstreamError, ExportError
 from agent.spec import (
     BOX_INPUTS,
+    FLOW_METHODS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     METADATA_KEY,
+    FlowSpec,
     InputSpec,
     ModelSpec,
     OutputSpec,
@@ -53,22 +56,37 @@ AVA_CLASSES = 81  # MMAction2's AVA heads: class 0 is background, 1..80 the AVA 
 
 
 class ClipsToScores(nn.Module):
-    """uint8 ``[N, T, H, W, 3]`` clip(s) → probabilities ``[N, K]``; the graph the agent runs."""
+    """uint8 ``[N, T, H, W, C]`` clip(s) → probabilities ``[N, K]``; the graph the agent runs.
+
+    C is 3 (RGB) or 2 (flow x, y). 2D models on flow with ``pairs`` > 1 (TSN 5x1x3) take ``T = segments · pairs``
+    and stack each segment's fields into ``2 · pairs`` channels, x and y interleaved (MMAction2's ``FormatShape``)."""
 
     mean: Tensor  # buffers
     std: Tensor
 
     def __init__(
-        self, model: nn.Module, kind: str, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, fp16: bool = False
+        self,
+        model: nn.Module,
+        kind: str,
+        *,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        fp16: bool = False,
+        pairs: int = 1,
     ) -> None:
         super().__init__()
-        self.model, self.kind, self.fp16 = model, kind, fp16
+        self.model, self.kind, self.fp16, self.pairs = model, kind, fp16, pairs
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
 
     def _prepare(self, clip: Tensor) -> Tensor:
         x = (clip.float() - self.mean) / self.std  # same operations, same order as MMAction2's preprocessor
-        x = x.permute(0, 1, 4, 2, 3) if self.kind == "2d" else x.permute(0, 4, 1, 2, 3)
+        if self.kind == "2d":
+            x = x.permute(0, 1, 4, 2, 3)  # N T C H W
+            if self.pairs > 1:  # N (S·P) 2 H W → N S (P·2) H W: x0, y0, x1, y1, ...
+                x = x.unflatten(1, (-1, self.pairs)).flatten(2, 3)
+        else:
+            x = x.permute(0, 4, 1, 2, 3)
         return x.half() if self.fp16 else x
 
     def forward(self, *clips: Tensor) -> Tensor:
@@ -94,16 +112,34 @@ class ClipsBoxesToScores(ClipsToScores):
         return torch.sigmoid(logits.float().index_select(1, self.label_ids))
 
 
-def model_inputs(arch: str, *, segments: int, window_s: float, fps: float) -> list[InputSpec]:
-    if ALL_ARCHS[arch].kind == "2d":
-        return [InputSpec(name="clip", frames=segments, stride_s=window_s / segments)]
-    return [InputSpec(name=s.name, frames=s.frames, stride_s=s.interval / fps) for s in ALL_ARCHS[arch].inputs]
+def model_inputs(
+    arch: str,
+    *,
+    segments: int,
+    window_s: float,
+    fps: float,
+    flow_method: str | None = None,
+    flow_bound: float | None = None,
+    pairs: int | None = None,
+) -> list[InputSpec]:
+    a = ALL_ARCHS[arch]
+    flow: dict = {}
+    if a.modality == "flow":  # a flow field's two frames are one frame of the training data apart
+        settings = {"method": flow_method or a.flow_method, "bound": flow_bound or a.flow_bound}
+        spec = FlowSpec.model_validate(settings | {"pairs": pairs or a.pairs, "step_s": 1 / fps})
+        flow = {"modality": "flow", "flow": spec}
+    if a.kind == "2d":
+        return [InputSpec(name="clip", frames=segments, stride_s=window_s / segments, **flow)]
+    return [InputSpec(name=s.name, frames=s.frames, stride_s=s.interval / fps, **flow) for s in a.inputs]
 
 
 def real_looking_clips(spec: ModelSpec, batch: int, seed: int = 0, *, width: int | None = None) -> list[Tensor]:
     """Smooth random scenes drifting over time, plus sensor noise: activations in a realistic range.
 
-    Frames are ``size x size``, or ``size x width`` (height x width) where given (person models: no crop)."""
+    Frames are ``size x size``, or ``size x width`` (height x width) where given (person models: no crop). Flow
+    models get :func:`real_looking_flow`."""
+    if spec.flow_input is not None:
+        return [real_looking_flow(spec, batch, seed)]
     g = torch.Generator().manual_seed(seed)
     longest = max(i.frames for i in spec.inputs)
     height, width = spec.size, width or spec.size
@@ -117,6 +153,19 @@ def real_looking_clips(spec: ModelSpec, batch: int, seed: int = 0, *, width: int
     video = (video + torch.randn(video.shape, generator=g) * 4).clamp(0, 255).to(torch.uint8)
     step = {i.name: longest // i.frames for i in spec.inputs}
     return [video[:, :: step[i.name]][:, : i.frames].contiguous() for i in spec.inputs]
+
+
+def real_looking_flow(spec: ModelSpec, batch: int, seed: int = 0) -> Tensor:
+    """uint8 ``[batch, images, size, size, 2]`` as quantised flow looks: 128 (still) almost everywhere, smooth
+    blobs of motion a few pixels strong in both directions, a little noise."""
+    inp = spec.flow_input
+    assert inp is not None
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch * inp.images, 2, 5, 5)
+    blobs = nn.functional.interpolate(torch.randn(shape, generator=g), size=(spec.size, spec.size), mode="bicubic")
+    flow = 128 + 30 * blobs * (blobs.abs() > 0.5) + torch.randn(blobs.shape, generator=g) * 2
+    flow = flow.clamp(0, 255).to(torch.uint8).reshape(batch, inp.images, 2, spec.size, spec.size)
+    return flow.permute(0, 1, 3, 4, 2).contiguous()
 
 
 def read_labels(path: Path, num_classes: int | None = None) -> list[str]:
@@ -204,6 +253,10 @@ def export(args: argparse.Namespace) -> float:
         model_args["segments"] = args.segments
     if arch.takes("size"):  # C3D: fc6 takes the flattened features of the crop
         model_args["size"] = args.size
+    if arch.modality == "flow":
+        _flow_defaults(args, arch, ckpt)
+    elif args.flow_method or args.flow_bound:
+        raise ExportError(f"--flow-method/--flow-bound: {args.arch} takes RGB frames, not flow")
     if person:
         num_classes = args.num_classes or model_args.get("num_classes") or (ckpt and ckpt.num_classes) or AVA_CLASSES
     else:
@@ -239,13 +292,17 @@ def export(args: argparse.Namespace) -> float:
         segments=args.segments,
         window_s=args.window_s,
         fps=args.fps,
+        flow_method=args.flow_method,
+        flow_bound=args.flow_bound,
+        pairs=model_args.get("pairs"),
         source=SourceSpec(
             checkpoint_sha256=sha256_of(ckpt.path) if ckpt else None, exported_by=f"actionstream {__version__}"
         ),
     )
     kind = arch.kind
     exported = copy.deepcopy(model).half() if args.fp16 else model  # the fp32 model stays the reference
-    graph = _graph(exported, kind, label_ids, fp16=args.fp16, mean=spec.mean, std=spec.std).eval()
+    pairs = spec.flow_input.flow.pairs if spec.flow_input and spec.flow_input.flow else 1
+    graph = _graph(exported, kind, label_ids, fp16=args.fp16, mean=spec.mean, std=spec.std, pairs=pairs).eval()
     step(f"exporting to {args.out} (opset {args.opset}{', fp16' if args.fp16 else ''})")
     _write_onnx(graph, spec, args.out, args.opset)
 
@@ -258,7 +315,7 @@ def export(args: argparse.Namespace) -> float:
     else:
         feeds = real_looking_clips(spec, batch=3)
     with torch.no_grad():
-        reference = _graph(model, kind, label_ids, mean=spec.mean, std=spec.std).eval()(*feeds).numpy()
+        reference = _graph(model, kind, label_ids, mean=spec.mean, std=spec.std, pairs=pairs).eval()(*feeds).numpy()
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
@@ -281,13 +338,18 @@ def clip_spec(
     segments: int | None = None,
     window_s: float = 4.0,
     fps: float = 30.0,
+    flow_method: str | None = None,
+    flow_bound: float | None = None,
+    pairs: int | None = None,
     source: SourceSpec | None = None,
 ) -> ModelSpec:
     """The spec an export of ``arch`` gets: its sampling, test geometry (``size``: another crop, the resize scaled
-    in proportion), mean and std."""
+    in proportion), mean and std; flow archs: how the flow is made (default: the arch's, MMAction2's TV-L1, ±20)."""
     source = source or SourceSpec(exported_by=f"actionstream {__version__}")
     segments = segments or ALL_ARCHS[arch].segments
-    inputs = model_inputs(arch, segments=segments, window_s=window_s, fps=fps)
+    inputs = model_inputs(
+        arch, segments=segments, window_s=window_s, fps=fps, flow_method=flow_method, flow_bound=flow_bound, pairs=pairs
+    )
     if arch in PERSON_ARCHS:  # MMAction2's AVA test pipeline: Resize(scale=(-1, size)), the whole frame, no crop
         size = size or 256
         return ModelSpec(
@@ -310,6 +372,19 @@ def clip_spec(
     )
 
 
+def _flow_defaults(args: argparse.Namespace, arch, ckpt) -> None:
+    """A flow model's flow settings: the flags, else what a trainer checkpoint was trained with, else the arch's."""
+    trained = (ckpt.extra.get("config") or {}).get("data", {}) if ckpt is not None else {}
+    if args.flow_method is None:
+        args.flow_method = trained.get("flow_method") or arch.flow_method
+    if args.flow_bound is None:
+        args.flow_bound = trained.get("flow_bound") or arch.flow_bound
+    if args.flow_method not in FLOW_METHODS:
+        raise ExportError(f"--flow-method: {args.flow_method!r} is not one of {', '.join(FLOW_METHODS)}")
+    if args.flow_bound <= 0:
+        raise ExportError(f"--flow-bound: must be positive, got {args.flow_bound}")
+
+
 def _graph(
     model: nn.Module,
     kind: str,
@@ -318,9 +393,10 @@ def _graph(
     fp16: bool = False,
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
+    pairs: int = 1,
 ) -> ClipsToScores:
     if label_ids is None:
-        return ClipsToScores(model, kind, mean=mean, std=std, fp16=fp16)
+        return ClipsToScores(model, kind, mean=mean, std=std, fp16=fp16, pairs=pairs)
     return ClipsBoxesToScores(model, kind, label_ids, fp16=fp16)
 
 
@@ -396,6 +472,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--depth", type=int, choices=(18, 34, 50, 101, 152), help="ResNet depth (default: the arch's)")
     p.add_argument("--width", type=int, help="base channels (default: the arch's, 64 for ResNets)")
+    p.add_argument(
+        "--flow-method",
+        choices=FLOW_METHODS,
+        help="flow models: how the training data's flow was made (default: a trainer checkpoint's, else tvl1)",
+    )
+    p.add_argument("--flow-bound", type=float, help="flow models: the flow's ±bound in pixels (default 20)")
     p.add_argument("--reset-head", action="store_true", help="drop the checkpoint's head (class count differs)")
     p.add_argument("--fp16", action="store_true", help="half-precision weights and compute (scores stay float32)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")

@@ -2,6 +2,7 @@
 
 from export.models.zoo import (
     ARCHS,
+    FLOW_VARIANTS,
     PERSON_ARCHS,
     Arch,
     Geometry,
@@ -22,16 +23,19 @@ from export.models.zoo import (
     slowfast_r50_8x8,
     slowonly_r50_4x16,
     slowonly_r50_8x8,
+    slowonly_r50_flow,
     tsm_mobilenetv2_1x1x8,
     tsm_r50_1x1x8,
     tsm_r50_1x1x16,
     tsn_r50,
+    tsn_r50_flow,
     x3d_m_16x5x1,
     x3d_s_13x6x1,
 )
 
 __all__ = [
     "ARCHS",
+    "FLOW_VARIANTS",
     "PERSON_ARCHS",
     "Arch",
     "Geometry",
@@ -52,10 +56,12 @@ __all__ = [
     "slowfast_r50_8x8",
     "slowonly_r50_4x16",
     "slowonly_r50_8x8",
+    "slowonly_r50_flow",
     "tsm_mobilenetv2_1x1x8",
     "tsm_r50_1x1x16",
     "tsm_r50_1x1x8",
     "tsn_r50",
+    "tsn_r50_flow",
     "x3d_m_16x5x1",
     "x3d_s_13x6x1",
 ]

@@ -41,17 +41,18 @@ class Bottleneck2d(nn.Module):
 
 
 class ResNet2d(nn.Module):
-    """Frames ``[B, 3, H, W]`` → feature maps ``[B, C, H/32, W/32]``."""
+    """Frames ``[B, in_channels, H, W]`` (RGB: 3; TSN on flow: 2 × the stacked flow fields) → feature maps
+    ``[B, C, H/32, W/32]``."""
 
     layer1: nn.Sequential  # added by name in __init__
     layer2: nn.Sequential
     layer3: nn.Sequential
     layer4: nn.Sequential
 
-    def __init__(self, *, depth: int = 50, width: int = 64) -> None:
+    def __init__(self, *, depth: int = 50, width: int = 64, in_channels: int = 3) -> None:
         super().__init__()
         block = Bottleneck2d if depth >= 50 else BasicBlock2d
-        self.conv1 = conv2d_bn(3, width, 7, stride=2)
+        self.conv1 = conv2d_bn(in_channels, width, 7, stride=2)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         cin = width
         for i, blocks in enumerate(STAGE_BLOCKS[depth]):

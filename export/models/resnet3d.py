@@ -102,7 +102,8 @@ class Lateral:
 
 
 class ResNet3d(nn.Module):
-    """Clips ``[B, 3, T, H, W]`` → feature maps ``[B, C, T', H/32, W/32]`` (``H/16``: AVA's last stride 1)."""
+    """Clips ``[B, in_channels, T, H, W]`` (RGB: 3, flow: 2) → feature maps ``[B, C, T', H/32, W/32]`` (``H/16``:
+    AVA's last stride 1)."""
 
     layer1: nn.Sequential  # added by name in __init__
     layer2: nn.Sequential
@@ -124,12 +125,13 @@ class ResNet3d(nn.Module):
         lateral: Lateral | None = None,
         block: Block | None = None,
         conv: ConvUnit = conv3d_bn,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"depth must be one of {', '.join(map(str, STAGE_BLOCKS))}, got {depth}")
         block = block or (Bottleneck3d if depth >= 50 else BasicBlock3d)
-        self.conv1 = conv(3, width, conv1_kernel, stride=(conv1_stride_t, 2, 2))
+        self.conv1 = conv(in_channels, width, conv1_kernel, stride=(conv1_stride_t, 2, 2))
         self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(pool1_stride_t, 2, 2), padding=(0, 1, 1))
         self.pool2 = nn.MaxPool3d(kernel_size=(2, 1, 1), stride=(2, 1, 1)) if with_pool2 else None
         self.stages = [f"layer{i + 1}" for i in range(4)]

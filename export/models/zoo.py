@@ -3,7 +3,9 @@
 Defaults reproduce MMAction2 1.2.0's configs (``configs/_base_/models/*.py`` and the recognition configs each arch
 is named after; S3D: torchvision's ``s3d``); ``depth`` (18/34/50/101/152, where the family has it) and ``width``
 (base channels: 64 in MMAction2's ResNets, 24 in X3D) make smaller models for tests and CPU training. Builders of
-models whose shape depends on their input also take it: ``segments`` (TSM), ``size`` (C3D's ``fc6``).
+models whose shape depends on their input also take it: ``segments`` (TSM), ``size`` (C3D's ``fc6``), ``pairs``
+(TSN on flow: its first convolution takes 2 channels per stacked flow field). Flow models (``*_flow``) are the RGB
+networks with MMAction2's flow configs' ``in_channels``; their ``Arch`` says how the flow is made.
 docs/models.md describes every arch.
 """
 
@@ -17,7 +19,7 @@ from typing import Literal
 
 from torch import nn
 
-from agent.spec import IMAGENET_MEAN, IMAGENET_STD
+from agent.spec import FLOW_MEAN, FLOW_STD, IMAGENET_MEAN, IMAGENET_STD, FlowMethod, Modality
 from export.models.c3d import C3D
 from export.models.csn import IPCSNBottleneck3d, IRCSNBottleneck3d
 from export.models.detection import ActionDetector, AVARoIHead
@@ -37,6 +39,14 @@ I3D_R50_INFLATE = ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0))
 
 def tsn_r50(*, num_classes: int = 400, depth: int = 50, width: int = 64, dropout: float = 0.4) -> Recognizer2D:
     backbone = ResNet2d(depth=depth, width=width)
+    return Recognizer2D(backbone, TSNHead(backbone.out_channels, num_classes, dropout=dropout))
+
+
+def tsn_r50_flow(
+    *, num_classes: int = 400, depth: int = 50, width: int = 64, pairs: int = 5, dropout: float = 0.4
+) -> Recognizer2D:
+    """TSN on stacked optical flow: each segment's ``pairs`` flow fields (x, y interleaved) as 2·pairs channels."""
+    backbone = ResNet2d(depth=depth, width=width, in_channels=2 * pairs)
     return Recognizer2D(backbone, TSNHead(backbone.out_channels, num_classes, dropout=dropout))
 
 
@@ -65,6 +75,16 @@ def slowonly_r50_4x16(
 
 def slowonly_r50_8x8(*, num_classes: int = 400, depth: int = 50, width: int = 64, dropout: float = 0.5) -> Recognizer3D:
     return _slowonly(num_classes, depth, width, dropout)
+
+
+def slowonly_r50_flow(
+    *, num_classes: int = 400, depth: int = 50, width: int = 64, dropout: float = 0.5
+) -> Recognizer3D:
+    """SlowOnly on optical flow: 2 channels (x, y) per frame."""
+    backbone = ResNet3d(
+        depth=depth, width=width, conv1_kernel=(1, 7, 7), with_pool2=False, inflate=(0, 0, 1, 1), in_channels=2
+    )
+    return Recognizer3D(backbone, I3DHead(backbone.out_channels, num_classes, dropout=dropout))
 
 
 def slowfast_r50_4x16(
@@ -227,8 +247,12 @@ class Arch:
     inputs: tuple[Sampling, ...]  # empty for 2D models: segments spread over a window chosen at export
     segments: int = 8  # 2D models: segments by default (TSM: what the config builds its backbone for)
     test: Geometry = Geometry(224, 256)  # the crop the config tests with
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # on 0-255 RGB, as MMAction2's data_preprocessor
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN  # on 0-255 RGB (flow: x, y), as MMAction2's data_preprocessor
+    std: tuple[float, ...] = IMAGENET_STD
+    modality: Modality = "rgb"
+    pairs: int = 1  # flow: consecutive flow fields per sampled instant (MMAction2's clip_len for TSN on flow)
+    flow_method: FlowMethod = "tvl1"  # flow: how the training data's flow was made (MMAction2's default)
+    flow_bound: float = 20.0  # flow: ±pixels mapped to 0-255 (MMAction2's default)
 
     def takes(self, name: str) -> bool:
         """Whether the builder has the keyword ``name`` (``depth``, ``width``, ``segments``, ``size``)."""
@@ -266,6 +290,12 @@ ARCHS: dict[str, Arch] = {
     "r2plus1d_r34_32x2": Arch(r2plus1d_r34_32x2, "3d", (Sampling("clip", 32, 2),)),
     "ircsn_r152": Arch(ircsn_r152, "3d", (Sampling("clip", 32, 2),)),
     "ipcsn_r152": Arch(ipcsn_r152, "3d", (Sampling("clip", 32, 2),)),
+    # MMAction2's flow configs: TV-L1 flow (bound 20) as uint8, mean and std 128; TSN 5x1x3: 3 segments of 5 flow
+    # fields (10 channels); SlowOnly 16x4x1: 16 flow fields 4 frames apart (2 channels)
+    "tsn_r50_flow": Arch(tsn_r50_flow, "2d", (), segments=3, modality="flow", pairs=5, mean=FLOW_MEAN, std=FLOW_STD),
+    "slowonly_r50_flow": Arch(
+        slowonly_r50_flow, "3d", (Sampling("clip", 16, 4),), modality="flow", mean=FLOW_MEAN, std=FLOW_STD
+    ),
     "tsm_r50_1x1x8": Arch(tsm_r50_1x1x8, "2d", (), segments=8),
     "tsm_r50_1x1x16": Arch(tsm_r50_1x1x16, "2d", (), segments=16),
     "tsm_mobilenetv2_1x1x8": Arch(tsm_mobilenetv2_1x1x8, "2d", (), segments=8),
@@ -280,6 +310,13 @@ ARCHS: dict[str, Arch] = {
     "s3d": Arch(
         s3d, "3d", (Sampling("clip", 128, 2),), test=Geometry(224, 256, (256, 256)), mean=S3D_MEAN, std=S3D_STD
     ),
+}
+
+# RGB archs → the flow archs with the same network (``actionstream train --modality flow`` trains these).
+FLOW_VARIANTS = {
+    "tsn_r50": "tsn_r50_flow",
+    "slowonly_r50_4x16": "slowonly_r50_flow",
+    "slowonly_r50_8x8": "slowonly_r50_flow",
 }
 
 # Person (AVA-style) models: clip(s) + person boxes -> per-box multi-label logits. Sampling as in MMAction2's AVA

@@ -47,6 +47,9 @@ NUM_PARAMS = {
     "x3d_s_13x6x1": 3_794_322,
     "x3d_m_16x5x1": 3_794_322,
     "s3d": 8_320_048,  # torchvision.models.video.s3d's meta["num_params"]
+    # the flow configs: conv1 takes 10 channels (TSN, 5 stacked fields) or 2 (SlowOnly) instead of 3
+    "tsn_r50_flow": 24_327_632 + 64 * 7 * 7 * (10 - 3),
+    "slowonly_r50_flow": 32_454_096 + 64 * 1 * 7 * 7 * (2 - 3),
 }
 
 
@@ -65,9 +68,10 @@ def small_args(arch: str, **overrides) -> dict:
 def example_inputs(arch: str, batch: int, *, size: int = SIZE) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
     a = ARCHS[arch]
+    channels = 2 * a.pairs if a.modality == "flow" else 3  # flow: x, y per stacked field
     if a.kind == "2d":
-        return (torch.randn(batch, TSN_SEGMENTS, 3, size, size, generator=g),)
-    return tuple(torch.randn(batch, 3, s.frames, size, size, generator=g) for s in a.inputs)
+        return (torch.randn(batch, TSN_SEGMENTS, channels, size, size, generator=g),)
+    return tuple(torch.randn(batch, channels, s.frames, size, size, generator=g) for s in a.inputs)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +98,8 @@ def test_archs_lists_the_models():
         "x3d_s_13x6x1",
         "x3d_m_16x5x1",
         "s3d",
+        "tsn_r50_flow",
+        "slowonly_r50_flow",
     }
     assert ARCHS["tsn_r50"].kind == "2d"
     assert [s.name for s in ARCHS["i3d_r50"].inputs] == ["clip"]
