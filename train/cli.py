@@ -6,6 +6,8 @@
     actionstream train --config train.yaml --epochs 30        # flags override the file
     actionstream train --resume .cache/runs/so/epoch_5.pth    # the checkpoint's own config; flags still override
     actionstream evaluate .cache/runs/so/epoch_10.pth .cache/synth/val.txt
+    actionstream train ... --arch tsn_r50 --modality flow --flow-method farneback     # TSN on optical flow
+    actionstream evaluate rgb/epoch_25.pth val.txt --fuse flow/epoch_25.pth --weights 1 1.5   # two-stream fusion
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 from agent.errors import ActionstreamError, ConfigError
+from agent.spec import FLOW_METHODS
 from export.checkpoints import read_checkpoint
 from export.models import ARCHS
 from train.config import build_config, load_config, merge
@@ -29,6 +32,19 @@ TRAIN_FLAGS: dict[str, tuple[str, dict]] = {
     "--labels": ("data.labels", {"help": "class names, one per line"}),
     "--cache": ("data.cache", {"action": "store_true", "help": "keep decoded frames in memory (small sets)"}),
     "--fps": ("data.fps", {"type": float, "help": "frame rate of the data (default 30), for the export"}),
+    "--modality": (
+        "model.modality",
+        {
+            "choices": ["rgb", "flow"],
+            "help": "rgb frames or optical flow (default: the arch's; flow: its flow variant)",
+        },
+    ),
+    "--flow-method": (
+        "data.flow_method",
+        {"choices": list(FLOW_METHODS), "help": "flow: how the videos' flow is made (default tvl1, MMAction2's)"},
+    ),
+    "--flow-bound": ("data.flow_bound", {"type": float, "help": "flow: ±pixels mapped to 0-255 (default 20)"}),
+    "--flow-cache": ("data.flow_cache", {"help": "flow: where each video's flow is cached (default <root>/.flow)"}),
     "--arch": ("model.arch", {"choices": list(ARCHS), "help": "architecture (default slowonly_r50_8x8)"}),
     "--depth": (
         "model.depth",
@@ -105,6 +121,19 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
     e.add_argument("--confusion", type=Path, help="write a confusion-matrix PNG here")
     e.add_argument("--json", type=Path, help="write the metrics as JSON here")
+    e.add_argument(
+        "--flow-method", choices=FLOW_METHODS, help="flow models: flow made this way (default: as trained), e.g. dis"
+    )
+    e.add_argument(
+        "--fuse",
+        type=Path,
+        action="append",
+        metavar="CHECKPOINT",
+        help="also evaluate this checkpoint (another stream) and report the fused scores too (repeatable)",
+    )
+    e.add_argument(
+        "--weights", type=float, nargs="+", help="fusion weights, the first checkpoint's first (default: all 1)"
+    )
 
     return p
 
@@ -142,19 +171,42 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from train.evaluate import evaluate, format_report
+    from train.evaluate import evaluate, evaluate_fused, format_report
 
-    metrics, labels = evaluate(
-        args.checkpoint,
-        args.data,
-        root=args.root,
-        fmt=args.format,
-        batch_size=args.batch_size,
-        test_clips=args.test_clips,
-        num_workers=args.workers,
-        progress=True,
-        confusion_png=args.confusion,
-    )
+    if args.fuse:
+        checkpoints = [args.checkpoint, *args.fuse]
+        weights = args.weights or [1.0] * len(checkpoints)
+        if len(weights) != len(checkpoints):
+            raise ConfigError(f"--weights: {len(checkpoints)} checkpoints need {len(checkpoints)} weights")
+        metrics, labels, each = evaluate_fused(
+            checkpoints,
+            weights,
+            args.data,
+            root=args.root,
+            fmt=args.format,
+            batch_size=args.batch_size,
+            test_clips=args.test_clips,
+            num_workers=args.workers,
+            progress=True,
+            flow_method=args.flow_method,
+            confusion_png=args.confusion,
+        )
+        for path, weight, alone in zip(checkpoints, weights, each, strict=True):
+            print(f"{path} (weight {weight:g}):\n{format_report(alone, labels, per_class=False)}")
+        print(f"fused ({' + '.join(f'{w:g} x {p.name}' for w, p in zip(weights, checkpoints, strict=True))}):")
+    else:
+        metrics, labels = evaluate(
+            args.checkpoint,
+            args.data,
+            root=args.root,
+            fmt=args.format,
+            batch_size=args.batch_size,
+            test_clips=args.test_clips,
+            num_workers=args.workers,
+            progress=True,
+            confusion_png=args.confusion,
+            flow_method=args.flow_method,
+        )
     print(format_report(metrics, labels))
     if args.json is not None:
         payload = {

@@ -22,7 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.errors import ConfigError
-from export.models import ARCHS
+from agent.spec import FlowMethod
+from export.models import ARCHS, FLOW_VARIANTS
 
 
 class _Base(BaseModel):
@@ -47,10 +48,24 @@ class DataConfig(_Base):
         description="keep decoded (resized) frames in memory after the first epoch; small "
         "sets only (the synthetic set: ~2 MB per clip); loading then runs in the main process",
     )
+    flow_method: FlowMethod = Field(
+        "tvl1", description="flow models: how each video's optical flow is made (tvl1, farneback: MMAction2's; dis)"
+    )
+    flow_bound: float = Field(20.0, gt=0, description="flow models: flow clipped to ±bound pixels, mapped to 0-255")
+    flow_cache: Path | None = Field(
+        None,
+        description="flow models: where each video's flow is cached (default: <data root>/.flow); "
+        "rawframes lists: MMAction2's x_/y_ flow frames are read instead",
+    )
 
 
 class ModelConfig(_Base):
     arch: str = Field("slowonly_r50_8x8", description=f"one of: {', '.join(ARCHS)}")
+    modality: Literal["rgb", "flow"] | None = Field(
+        None,
+        description="what the model sees (default: the arch's); flow with an RGB arch trains its flow variant "
+        f"({', '.join(f'{a} → {v}' for a, v in FLOW_VARIANTS.items())})",
+    )
     depth: Literal[18, 34, 50, 101, 152] | None = Field(
         None, description="ResNet depth (default: the arch's, 50 for most; archs without one: none)"
     )
@@ -76,9 +91,18 @@ class ModelConfig(_Base):
         """Depth, width and crop the arch's builder and config have, where not given (so they are stored)."""
         if not isinstance(data, dict) or data.get("arch", "slowonly_r50_8x8") not in ARCHS:
             return data
-        arch = ARCHS[data.get("arch", "slowonly_r50_8x8")]
-        defaults = {k: p.default for k, p in inspect.signature(arch.build).parameters.items()}
         data = dict(data)
+        name = data.get("arch", "slowonly_r50_8x8")
+        if data.get("modality") == "flow" and ARCHS[name].modality == "rgb":
+            if name not in FLOW_VARIANTS:
+                flows = ", ".join(a for a, arch in ARCHS.items() if arch.modality == "flow")
+                raise ValueError(f"{name} has no flow variant; flow archs: {flows}")
+            data["arch"] = name = FLOW_VARIANTS[name]
+        if data.get("modality") == "rgb" and ARCHS[name].modality == "flow":
+            raise ValueError(f"{name} takes optical flow, not RGB frames")
+        data["modality"] = ARCHS[name].modality
+        arch = ARCHS[name]
+        defaults = {k: p.default for k, p in inspect.signature(arch.build).parameters.items()}
         for knob in ("depth", "width"):
             if data.get(knob) is None and knob in defaults:
                 data[knob] = defaults[knob]

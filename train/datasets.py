@@ -11,7 +11,8 @@ A path may contain spaces: the label (and frame count) are taken from the right.
 
 :class:`ClipDataset` turns a sample into model inputs with a :class:`train.pipelines.ClipPipeline`; its random
 choices come from a generator seeded by (seed, epoch, index), so a run is reproducible whatever the number of
-loader workers and a resumed run sees the same clips as an uninterrupted one.
+loader workers and a resumed run sees the same clips as an uninterrupted one. For flow models it samples the
+video's flow fields (:mod:`train.flows`) instead of its frames.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 from agent.errors import DatasetError
 from agent.frames import resized_rgb
 from agent.spec import resized_size
+from train.flows import FlowCache, read_flow_frames
 from train.pipelines import ClipPipeline
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -224,14 +226,25 @@ class ClipDataset(Dataset):
 
     ``cache`` keeps every video's frames (all of them, resized to the pipeline's short side) in memory after its
     first read, so later epochs decode nothing: for small sets such as the synthetic one (a 3-s 160x120 clip at
-    30 fps is ~1.9 MB at short side 73). The cache lives in this object: use it without loader workers."""
+    30 fps is ~1.9 MB at short side 73). The cache lives in this object: use it without loader workers.
+
+    ``flow`` (flow models): videos give their flow fields from this cache (computed on first use), rawframe
+    directories MMAction2's ``x_``/``y_`` flow frames; ``num_frames`` then counts flow fields."""
 
     def __init__(
-        self, samples: list[Sample], pipeline: ClipPipeline, *, seed: int = 0, repeats: int = 1, cache: bool = False
+        self,
+        samples: list[Sample],
+        pipeline: ClipPipeline,
+        *,
+        seed: int = 0,
+        repeats: int = 1,
+        cache: bool = False,
+        flow: FlowCache | None = None,
     ) -> None:
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
         self.samples, self.pipeline, self.seed, self.repeats = samples, pipeline, seed, repeats
+        self.flow = flow
         self.epoch = 0
         self.cache: dict[Path, np.ndarray] | None = {} if cache else None
         self._frame_counts: dict[Path, int] = {}
@@ -246,13 +259,28 @@ class ClipDataset(Dataset):
     def total_frames(self, sample: Sample) -> int:
         if sample.num_frames is not None:
             return sample.num_frames
+        if self.flow is not None:
+            return len(self._flow_of(sample))
         if self.cache is not None and sample.path in self.cache:
             return len(self.cache[sample.path])
         if sample.path not in self._frame_counts:
             self._frame_counts[sample.path] = count_frames(sample.path)
         return self._frame_counts[sample.path]
 
+    def _flow_of(self, sample: Sample) -> np.ndarray:
+        """A video's whole flow (kept in memory with ``cache``)."""
+        assert self.flow is not None
+        if self.cache is not None:
+            if sample.path not in self.cache:
+                self.cache[sample.path] = self.flow.load(sample.path)
+            return self.cache[sample.path]
+        return self.flow.load(sample.path)
+
     def _read(self, sample: Sample, indices: np.ndarray) -> np.ndarray:
+        if self.flow is not None:
+            if sample.num_frames is None:
+                return self._flow_of(sample)[indices]
+            return read_flow_frames(sample.path, indices)
         if sample.num_frames is None:
             return read_video_frames(sample.path, indices, self.pipeline.resize_short, self.pipeline.resize_to)
         return read_rawframes(sample.path, indices)
@@ -273,7 +301,12 @@ class ClipDataset(Dataset):
             raise DatasetError(f"{sample.path}: no frames")
         picks = [self.pipeline.frame_indices(total, rng) for _ in range(self.repeats)]
         wanted = np.concatenate(picks)
-        frames = self._cached(sample, total)[wanted] if self.cache is not None else self._read(sample, wanted)
+        if self.flow is not None and sample.num_frames is None:
+            frames = self._flow_of(sample)[wanted]  # one load for count and fields
+        elif self.cache is not None:
+            frames = self._cached(sample, total)[wanted]
+        else:
+            frames = self._read(sample, wanted)
         outputs, labels, start = [], [], 0
         for pick in picks:
             inputs, label = self.pipeline(frames[start : start + len(pick)], sample.label, rng)

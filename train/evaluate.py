@@ -106,11 +106,33 @@ def plot_confusion(confusion: np.ndarray, labels: list[str], path: str | Path, t
     return path
 
 
-def format_report(metrics: Metrics, labels: list[str]) -> str:
+def group_accuracy(metrics: Metrics, labels: list[str]) -> dict[str, float]:
+    """Top-1 per group of the synthetic motion set (translation, rotation, scale, still) over the videos of the
+    group's classes; empty when the labels are not the synthetic set's."""
+    from agent.demo.synthetic import GROUPS
+
+    index = {label: i for i, label in enumerate(labels)}
+    if not set(labels) <= {c for group in GROUPS.values() for c in group}:
+        return {}
+    out = {}
+    for group, classes in GROUPS.items():
+        rows = [index[c] for c in classes if c in index]
+        total = int(metrics.confusion[rows].sum()) if rows else 0
+        if total:
+            out[group] = float(sum(metrics.confusion[r, r] for r in rows) / total)
+    return out
+
+
+def format_report(metrics: Metrics, labels: list[str], *, per_class: bool = True) -> str:
     lines = [
         f"top-1 {metrics.top1:.4f}  top-5 {metrics.top5:.4f}  mean class accuracy {metrics.mean_class_accuracy:.4f}"
         f"  ({metrics.count} videos)"
     ]
+    groups = group_accuracy(metrics, labels)
+    if groups:
+        lines.append("  groups: " + "  ".join(f"{g} {acc:.3f}" for g, acc in groups.items()))
+    if not per_class:
+        return "\n".join(lines)
     width = max(len(x) for x in labels)
     for name, acc, n in zip(labels, metrics.per_class, metrics.confusion.sum(axis=1), strict=True):
         lines.append(f"  {name:<{width}}  {'-' if acc is None else f'{acc:.3f}'}  (n={n})")
@@ -128,8 +150,68 @@ def evaluate(
     num_workers: int = 0,
     progress: bool = False,
     confusion_png: str | Path | None = None,
+    flow_method: str | None = None,
 ) -> tuple[Metrics, list[str]]:
-    """Evaluate a trainer checkpoint on ``data`` (list file or class folders) with its validation pipeline."""
+    """Evaluate a trainer checkpoint on ``data`` (list file or class folders) with its validation pipeline
+    (``flow_method``: a flow model fed flow made another way than it was trained on, e.g. ``dis``)."""
+    metrics, labels, _ = evaluate_probs(
+        checkpoint,
+        data,
+        root=root,
+        fmt=fmt,
+        batch_size=batch_size,
+        test_clips=test_clips,
+        num_workers=num_workers,
+        progress=progress,
+        flow_method=flow_method,
+    )
+    if confusion_png is not None:
+        plot_confusion(metrics.confusion, labels, confusion_png, title=f"{Path(checkpoint).name} on {Path(data).name}")
+    return metrics, labels
+
+
+def evaluate_fused(
+    checkpoints: list[str | Path],
+    weights: list[float],
+    data: str | Path,
+    *,
+    confusion_png: str | Path | None = None,
+    **options,
+) -> tuple[Metrics, list[str], list[Metrics]]:
+    """Each checkpoint on ``data`` (its own validation pipeline: RGB frames or flow), then their probabilities fused
+    as the agent fuses a camera's models (:class:`agent.fusion.Fusion`: a weighted average, the first checkpoint's
+    label order). Returns the fused metrics, the labels and each checkpoint's own metrics."""
+    from agent.fusion import Fusion
+
+    runs = [evaluate_probs(path, data, **options) for path in checkpoints]
+    names = [f"{i}:{Path(p).name}" for i, p in enumerate(checkpoints)]
+    fusion = Fusion(dict(zip(names, weights, strict=True)), {n: r[1] for n, r in zip(names, runs, strict=True)})
+    truth = runs[0][2][1]
+    for name, run in zip(names[1:], runs[1:], strict=True):  # the same videos in the same order, or fusing is wrong
+        if not np.array_equal(run[2][1], truth):
+            raise ConfigError(f"fusion: {name} saw other videos or labels than {names[0]}")
+    fused_probs = fusion({n: r[2][0] for n, r in zip(names, runs, strict=True)})
+    fused = compute_metrics(fused_probs, truth)  # the first checkpoint's label order is the fused one
+    if confusion_png is not None:
+        plot_confusion(fused.confusion, fusion.labels, confusion_png, title=f"fused on {Path(data).name}")
+    return fused, fusion.labels, [r[0] for r in runs]
+
+
+def evaluate_probs(
+    checkpoint: str | Path,
+    data: str | Path,
+    *,
+    root: str | Path | None = None,
+    fmt: str | None = None,
+    batch_size: int | None = None,
+    test_clips: int | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+    flow_method: str | None = None,
+) -> tuple[Metrics, list[str], tuple[np.ndarray, np.ndarray]]:
+    """:func:`evaluate`'s metrics and labels, and the probabilities and true labels they come from."""
+    from train.trainer import flow_cache, prepare_flow
+
     ckpt = read_checkpoint(checkpoint)
     if ckpt.arch is None or "config" not in ckpt.extra:
         raise CheckpointError(
@@ -146,6 +228,8 @@ def evaluate(
         overrides["sampling"]["test_clips"] = test_clips
     if batch_size is not None:
         overrides["optim"]["batch_size"] = batch_size
+    if flow_method is not None:
+        overrides["data"]["flow_method"] = flow_method
     try:
         cfg = TrainConfig.model_validate(merge(saved, overrides))
     except ValueError as e:
@@ -155,10 +239,9 @@ def evaluate(
     check_labels(samples, len(labels), data)
     model = build_model(ckpt.arch, **ckpt.model_args)
     load_weights(model, ckpt)
-    dataset = ClipDataset(samples, pipeline_for(cfg, labels, test_mode=True), seed=cfg.seed)
+    flow = flow_cache(cfg)
+    prepare_flow(cfg.model_copy(update={"progress": progress}), flow, samples)
+    dataset = ClipDataset(samples, pipeline_for(cfg, labels, test_mode=True), seed=cfg.seed, flow=flow)
     loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, num_workers=num_workers)
     probs, truth = predict(model, loader, progress=progress)
-    metrics = compute_metrics(probs, truth)
-    if confusion_png is not None:
-        plot_confusion(metrics.confusion, labels, confusion_png, title=f"{Path(checkpoint).name} on {Path(data).name}")
-    return metrics, labels
+    return compute_metrics(probs, truth), labels, (probs, truth)

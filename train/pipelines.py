@@ -19,6 +19,13 @@ decoding (the agent's path); raw frames are resized here.
 TSN (2D) samples ``segments`` frames, one per segment (``clip_len=1, num_clips=segments``); 3D models sample
 ``num_clips`` clips ("views") of ``clip_len`` frames ``frame_interval`` apart, whose scores are averaged at test
 time; SlowFast samples its fast pathway and takes every ``alpha``-th frame for the slow one.
+
+Flow models (MMAction2's flow configs) take uint8 flow fields ``[T, H, W, 2]`` (x, y; 128 = still) instead of RGB
+frames, sampled from a video's flow (:mod:`train.flows`) the same way: TSN on flow takes ``pairs`` consecutive
+fields per segment (``clip_len=pairs, num_clips=segments``) and stacks them into ``2·pairs`` channels, x and y
+interleaved (MMAction2's ``FormatShape``); SlowOnly on flow samples fields as frames. Crops and resizes treat the
+fields as images; a horizontal flip mirrors them and negates their x component (``255 - x``), which is what
+MMAction2's ``Flow`` flip means to do (its 1.2.0 ``Flip`` inverts every other stacked field whole instead).
 """
 
 from __future__ import annotations
@@ -159,18 +166,18 @@ def centre_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def normalize(frames: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """uint8 ``[..., 3, H, W]`` RGB → float32 ``(x - mean) / std``."""
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    """uint8 ``[..., C, H, W]`` (RGB; flow: x, y) → float32 ``(x - mean) / std``, one mean and std per channel."""
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
     return (frames.float() - m) / s
 
 
-def format_inputs(x: torch.Tensor, kind: Kind, alpha: int = 1) -> tuple[torch.Tensor, ...]:
-    """``[V, T, 3, H, W]`` → the model's inputs, each with the leading views dimension ``V``:
-    2D ``([V, T, 3, H, W],)``; 3D ``([V, 3, T, H, W],)``; SlowFast ``(slow [V, 3, T/α, H, W], fast [V, 3, T, H, W])``
-    with ``slow = fast[:, :, ::α]``."""
+def format_inputs(x: torch.Tensor, kind: Kind, alpha: int = 1, pairs: int = 1) -> tuple[torch.Tensor, ...]:
+    """``[V, T, C, H, W]`` → the model's inputs, each with the leading views dimension ``V``:
+    2D ``([V, T, C, H, W],)`` (on flow with ``pairs`` > 1: ``[V, T/pairs, pairs·C, H, W]``); 3D ``([V, C, T, H, W],)``;
+    SlowFast ``(slow [V, C, T/α, H, W], fast [V, C, T, H, W])`` with ``slow = fast[:, :, ::α]``."""
     if kind == "2d":
-        return (x,)
+        return (x.unflatten(1, (-1, pairs)).flatten(2, 3) if pairs > 1 else x,)
     ncthw = x.permute(0, 2, 1, 3, 4).contiguous()
     if kind == "3d":
         return (ncthw,)
@@ -197,8 +204,10 @@ class ClipPipeline:
     test_mode: bool
     alpha: int = 1
     resize_to: tuple[int, int] | None = None  # (width, height) instead of the short side (S3D)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    modality: Literal["rgb", "flow"] = "rgb"
+    pairs: int = 1  # 2D on flow: fields stacked per segment (= clip_len)
     area_range: tuple[float, float] = (0.08, 1.0)
     aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3)
     flip_ratio: float = 0.5
@@ -207,6 +216,10 @@ class ClipPipeline:
     @property
     def views(self) -> int:
         return 1 if self.kind == "2d" else self.num_clips
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.modality == "flow" else 3
 
     def frame_indices(self, total_frames: int, rng: np.random.Generator) -> np.ndarray:
         return sample_frames(
@@ -221,15 +234,16 @@ class ClipPipeline:
     def __call__(
         self, frames: np.ndarray, label: int, rng: np.random.Generator
     ) -> tuple[tuple[torch.Tensor, ...], int]:
-        """uint8 RGB ``[views·T, H, W, 3]`` (as sampled) → (model inputs, label after any flip)."""
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # T 3 H W
+        """uint8 RGB ``[views·T, H, W, 3]`` (flow: ``[views·T, H, W, 2]``) as sampled → (model inputs, label after
+        any flip)."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # T C H W
         x = resize_short_side(x, self.resize_short, self.resize_to)
         x = x.reshape(self.views, -1, *x.shape[1:])  # V T 3 H W
         if self.test_mode:
             x = centre_crop(x, self.size)
         else:
             x, label = self._augment(x, label, rng)
-        return format_inputs(normalize(x, self.mean, self.std), self.kind, self.alpha), label
+        return format_inputs(normalize(x, self.mean, self.std), self.kind, self.alpha, self.pairs), label
 
     def _augment(self, x: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         h, w = x.shape[-2:]
@@ -240,6 +254,8 @@ class ClipPipeline:
         x = torch.stack(views)
         if rng.random() < self.flip_ratio:
             x = x.flip(-1)
+            if self.modality == "flow":  # mirrored motion: x displacements change sign (128 ± d → 127 ∓ d)
+                x[:, :, 0] = 255 - x[:, :, 0]
             label = self.flip_label_map.get(label, label)
         return x, label
 
@@ -247,8 +263,8 @@ class ClipPipeline:
 def pipeline_for(cfg: TrainConfig, labels: list[str], *, test_mode: bool) -> ClipPipeline:
     """The train or test pipeline a :class:`~train.config.TrainConfig` describes (sampling defaults: the arch's)."""
     arch = ARCHS[cfg.model.arch]
-    if arch.kind == "2d":
-        clip_len, interval, num_clips, alpha = 1, 1, cfg.segments, 1
+    if arch.kind == "2d":  # on flow: each segment's consecutive fields (MMAction2's 5x1x3: clip_len 5)
+        clip_len, interval, num_clips, alpha = arch.pairs, 1, cfg.segments, 1
     else:
         finest = max(arch.inputs, key=lambda s: s.frames)
         alpha = finest.frames // min(s.frames for s in arch.inputs)
@@ -276,6 +292,8 @@ def pipeline_for(cfg: TrainConfig, labels: list[str], *, test_mode: bool) -> Cli
         resize_to=cfg.model.resize_to,
         mean=arch.mean,
         std=arch.std,
+        modality=arch.modality,
+        pairs=arch.pairs if arch.kind == "2d" else 1,
         area_range=cfg.augment.area_range,
         aspect_ratio_range=cfg.augment.aspect_ratio_range,
         flip_ratio=cfg.augment.flip,

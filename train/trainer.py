@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from export.models import ARCHS, build_model
 from train.config import OptimConfig, TrainConfig
 from train.datasets import ClipDataset, Sample, check_labels, load_samples, read_labels
 from train.evaluate import Metrics, compute_metrics, plot_confusion, predict
+from train.flows import FlowCache, FlowSettings, prepare
 from train.pipelines import pipeline_for
 
 
@@ -73,6 +75,25 @@ def load_data(cfg: TrainConfig) -> tuple[list[str], list[Sample], list[Sample]]:
     if val_samples:
         check_labels(val_samples, len(labels), cfg.data.val)
     return labels, train_samples, val_samples
+
+
+def flow_cache(cfg: TrainConfig) -> FlowCache | None:
+    """Flow models: where the videos' flow is cached (``data.flow_cache``, default ``<data root>/.flow``)."""
+    if cfg.model.modality != "flow":
+        return None
+    train = Path(cfg.data.train)
+    root = cfg.data.root or (train if train.is_dir() else train.parent)
+    settings = FlowSettings(cfg.data.flow_method, cfg.data.flow_bound, cfg.model.short_side, cfg.model.resize_to)
+    return FlowCache(cfg.data.flow_cache or root / ".flow", root, settings)
+
+
+def prepare_flow(cfg: TrainConfig, cache: FlowCache | None, samples: list[Sample]) -> None:
+    """Computes the flow of the videos not cached yet, one process per core, before the first epoch."""
+    videos = [s.path for s in samples if s.num_frames is None]
+    if cache is not None and videos:
+        t0 = time.monotonic()
+        if prepare(cache, videos, jobs=len(os.sched_getaffinity(0)), progress=cfg.progress):
+            print(f"optical flow ready ({time.monotonic() - t0:.0f} s)", flush=True)
 
 
 def make_loader(dataset: ClipDataset, cfg: TrainConfig, *, shuffle: bool, epoch: int) -> DataLoader:
@@ -219,13 +240,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_pipeline = pipeline_for(cfg, labels, test_mode=False)
+    flow = flow_cache(cfg)
+    prepare_flow(cfg, flow, train_samples + val_samples)
     train_set = ClipDataset(
-        train_samples, train_pipeline, seed=cfg.seed, repeats=cfg.sampling.repeats, cache=cfg.data.cache
+        train_samples, train_pipeline, seed=cfg.seed, repeats=cfg.sampling.repeats, cache=cfg.data.cache, flow=flow
     )
-    val_set = ClipDataset(val_samples, pipeline_for(cfg, labels, test_mode=True), seed=cfg.seed, cache=cfg.data.cache)
+    val_pipeline = pipeline_for(cfg, labels, test_mode=True)
+    val_set = ClipDataset(val_samples, val_pipeline, seed=cfg.seed, cache=cfg.data.cache, flow=flow)
+    on = f", on {cfg.data.flow_method} flow" if cfg.model.modality == "flow" else ""
     print(
         f"{cfg.model.arch} {', '.join(f'{k} {v}' for k, v in model_args.items() if k != 'num_classes')}, "
-        f"size {cfg.model.size}: "
+        f"size {cfg.model.size}{on}: "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {len(labels)} classes, "
         f"{len(train_samples)} train / {len(val_samples)} val videos, epochs {start + 1}..{cfg.optim.epochs}",
         flush=True,
@@ -293,6 +318,8 @@ def export_command(cfg: TrainConfig, checkpoint: Path) -> str:
     """The export/to_onnx.py command line that gives the live agent this training's sampling and crop."""
     cmd = f"python export/to_onnx.py --arch {cfg.model.arch} --checkpoint {checkpoint} --size {cfg.model.size}"
     cmd += f" --fps {cfg.data.fps:g}"
+    if cfg.model.modality == "flow":
+        cmd += f" --flow-method {cfg.data.flow_method} --flow-bound {cfg.data.flow_bound:g}"
     if ARCHS[cfg.model.arch].kind == "2d":
         cmd += f" --segments {cfg.segments} --window-s <seconds the segments should span>"
     return cmd + " --out model.onnx"
