@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 # Latency buckets for 5 ms - 5 s, roughly x1.5 apart.
 LATENCY_BUCKETS = (0.005, 0.0075, 0.01, 0.015, 0.025, 0.04, 0.06, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.5, 2.5, 4.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# Optical flow per frame pair: DIS at a sub-stream's size takes about a millisecond, TV-L1 at 256 px about a second.
+FLOW_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
@@ -33,6 +35,14 @@ class Metrics:
             "stream_reconnects",
             "Times the stream was re-established after a loss",
             ["camera"],
+            namespace=ns,
+            registry=r,
+        )
+        self.flow_seconds = Histogram(
+            "flow_seconds",
+            "Optical flow of one frame pair (one flow field) for a flow model's input, in the camera's flow thread",
+            ["camera", "method"],
+            buckets=FLOW_BUCKETS,
             namespace=ns,
             registry=r,
         )

@@ -36,6 +36,7 @@ def exercised() -> Metrics:
     m.stream_reconnects.labels(**cam).inc()
     m.clips_inferred.labels(**model).inc(4)
     m.inference_seconds.labels(**model).observe(0.031)
+    m.flow_seconds.labels(method="tvl1", **cam).observe(0.4)
     m.batch_size.labels(**model).observe(4)
     m.event_latency_seconds.labels(**cam).observe(0.084)
     m.events.labels(label="falling", type="start", **cam).inc()
