@@ -31,7 +31,7 @@ GPU_ARCHS = "slowfast_r50_4x16,tsn_r50,i3d_r50,slowonly_r50_8x8,slowfast_r50_8x8
 
 
 def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
-    from bench import cpu_backends, decode, e2e, evidence, interp, model, offline
+    from bench import cpu_backends, decode, e2e, evidence, flow, interp, model, offline
 
     o = ["--out", str(out)]
     cores = str(len(os.sched_getaffinity(0)))
@@ -42,6 +42,9 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
         engines = ["--device", "cpu,openvino", "--bf16"]
         return [
             ("decode", lambda: decode.main(["--repeats", "3", *o])),
+            # Optical flow per field (each method; OpenCV on every core and on one) at the demo's size, 224² and a
+            # 16:9 camera's 455x256, next to decoding and converting the same frames.
+            ("flow", lambda: flow.main(o)),
             ("interp", lambda: interp.main(o)),
             (
                 "model",

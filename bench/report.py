@@ -77,6 +77,20 @@ def tables(records: list[dict]) -> str:
             if r["variant"] == "summary"
         ]
         out.append("")
+    flow = [r for r in records if r["bench"] == "flow"]
+    if flow:
+        sizes = list(dict.fromkeys(r["size"] for r in flow))
+        cell = {(r["size"], r["stage"], r.get("method"), r.get("threads")): r for r in flow}
+        header = [f"{s} ({next(r['flow_size'] for r in flow if r['size'] == s)})" for s in sizes]
+        out += ["| ms per frame / per flow field | " + " | ".join(header) + " |", "|---" * (len(sizes) + 1) + "|"]
+        for stage in ("decode", "convert"):
+            values = [cell.get((s, stage, None, None), {}).get("ms_per_frame", "") for s in sizes]
+            out.append(f"| {stage} (per frame) | " + " | ".join(map(str, values)) + " |")
+        runs = dict.fromkeys((r["method"], r["threads"]) for r in flow if r["stage"] == "flow")
+        for method, threads in runs:
+            values = [cell.get((s, "flow", method, threads), {}).get("ms_per_field", "") for s in sizes]
+            out.append(f"| flow {method}, {threads} thread(s) | " + " | ".join(map(str, values)) + " |")
+        out.append("")
     interp = [r for r in records if r["bench"] == "interp"]
     if interp:
         out += [
