@@ -22,7 +22,7 @@ from agent import __version__
 from agent.config import AgentConfig, ModelConfig, load_config, parse_config
 from agent.errors import ActionstreamError, ConfigError, InferenceError
 from agent.shard import assignment, resolve_shard, select
-from agent.spec import load_spec
+from agent.spec import FLOW_METHODS, load_spec
 from agent.urls import redact_url
 
 COMMANDS_GROUP = "actionstream.commands"
@@ -234,7 +234,20 @@ def parser() -> argparse.ArgumentParser:
 
     infer = sub.add_parser("infer", help="recognise actions in a video file")
     infer.add_argument("video", help="video file")
-    infer.add_argument("--model", required=True, help="exported .onnx model")
+    infer.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="exported .onnx model; several (an RGB and a flow model, say): their scores fused",
+    )
+    infer.add_argument(
+        "--weights", type=float, nargs="+", help="fusion: one weight per --model, in order (default: all 1)"
+    )
+    infer.add_argument(
+        "--flow-method",
+        choices=FLOW_METHODS,
+        help="flow models: compute the flow this way instead of the spec's (e.g. dis: faster)",
+    )
     infer.add_argument("--every", type=float, default=0, help="a window every S seconds (default: the model's span)")
     infer.add_argument("--top-k", type=int, default=5)
     infer.add_argument("--json", type=Path, metavar="OUT.json", help="also write the timeline and top-k as JSON")

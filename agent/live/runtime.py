@@ -105,7 +105,7 @@ class ModelRuntime:
             top = self.bucket(max(wanted))
             wanted = {b for b in self.buckets if b <= top}
         for n in sorted(wanted):
-            inputs = {i.name: np.zeros((n, i.frames, size, size, 3), np.uint8) for i in self.spec.inputs}
+            inputs = {i.name: np.zeros((n, i.images, size, size, i.channels), np.uint8) for i in self.spec.inputs}
             if self.spec.task == "person":  # one box per clip
                 inputs |= box_inputs([np.asarray([[0.25, 0.25, 0.75, 0.75]], dtype=np.float32)] * n)
             try:

@@ -1,7 +1,10 @@
 """``actionstream infer``: recognise actions in a video file, offline, through the same runtime as the agent.
 
 Clip models: windows over the whole video (one every ``--every`` s, default the model's span; MMAction2's
-multi-clip test, by time), a timeline of each window's top labels and the top-k averaged over the windows.
+multi-clip test, by time), a timeline of each window's top labels and the top-k averaged over the windows. Several
+``--model`` (two-stream: RGB and flow) each take their own clips of the same windows, and their scores are fused as
+the agent fuses a camera's (:class:`agent.fusion.Fusion`, ``--weights``). Flow models compute their flow as live
+(``--flow-method`` another method than the spec's).
 
 Person models: at each key time, the people (from a proposals file or a detector) and each one's actions, as
 MMAction2's ``demo_spatiotemporal_det.py`` does. The clip for key time ``k`` is centred on it (its middle frame, the
@@ -23,6 +26,7 @@ from pydantic import ValidationError
 
 from agent.config import DetectorConfig, ModelConfig
 from agent.errors import ConfigError, VideoError
+from agent.fusion import Fusion
 from agent.live.people import Detection, IouTracker, PersonDetector
 from agent.live.runtime import ModelRuntime, box_inputs, rows_per_clip
 from agent.offline.annotate import annotate
@@ -34,50 +38,99 @@ BATCH = 8  # windows (key times) per model run
 
 
 def infer(args: argparse.Namespace) -> int:
-    """Run ``args.model`` over ``args.video``; print the results, write ``--json`` / ``--annotate`` if asked."""
+    """Run ``args.model`` (one or several: fused) over ``args.video``; print the results, write ``--json`` /
+    ``--annotate`` if asked."""
+    paths = args.model if isinstance(args.model, list) else [args.model]
+    args.model = paths[0] if len(paths) == 1 else paths  # (reports name the one model as before)
     try:
-        config = ModelConfig(path=args.model, max_batch=BATCH, device=args.device, precision=args.precision)
+        configs = [
+            ModelConfig(path=path, max_batch=BATCH, device=args.device, precision=args.precision) for path in paths
+        ]
     except ValidationError as e:
         raise ConfigError(f"--precision: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-    runtime = ModelRuntime("infer", config)
-    if runtime.spec.task == "person":
-        return _people(args, runtime)
-    return _clips(args, runtime)
+    runtimes = [ModelRuntime(f"infer{i}" if len(paths) > 1 else "infer", c) for i, c in enumerate(configs)]
+    if len(runtimes) == 1 and runtimes[0].spec.task == "person":
+        return _people(args, runtimes[0])
+    if any(r.spec.task == "person" for r in runtimes):
+        raise ConfigError("--model: person models are not fused; give one person model alone")
+    return _clips(args, runtimes)
 
 
-def _clips(args: argparse.Namespace, runtime: ModelRuntime) -> int:
+def _fusion(args: argparse.Namespace, runtimes: list[ModelRuntime]) -> Fusion | None:
+    weights = getattr(args, "weights", None)
+    if len(runtimes) == 1:
+        if weights:
+            raise ConfigError("--weights: fusion needs several --model")
+        return None
+    weights = weights or [1.0] * len(runtimes)
+    if len(weights) != len(runtimes):
+        raise ConfigError(f"--weights: {len(runtimes)} models need {len(runtimes)} weights, got {len(weights)}")
+    names = [str(Path(c.config.path).name) + (f"#{i}" if i else "") for i, c in enumerate(runtimes)]
+    return Fusion(
+        dict(zip(names, weights, strict=True)), {n: r.spec.labels for n, r in zip(names, runtimes, strict=True)}
+    )
+
+
+def _scores(args, runtime: ModelRuntime, ends: list[float], times: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+    """One model's scores for the windows ending at ``ends`` (those a damaged file can give): one decoding pass."""
     spec = runtime.spec
-    times = frame_times(args.video)
-    every = args.every or spec.span_s
-    first, last = float(times.min()), float(times.max())
-    ends = [float(e) for e in np.arange(first + spec.span_s, last + 1e-6, every)] or [last]
     names = [i.name for i in spec.inputs]
+    got_ends, rows = [], []
+    windows = iter_clips(args.video, spec, ends, times, flow_method=getattr(args, "flow_method", None))
+    while clips := list(itertools.islice(windows, BATCH)):
+        scores = runtime.infer({n: np.stack([c.inputs[n] for c in clips]) for n in names})
+        got_ends += [c.end for c in clips]
+        rows += list(scores)
+    return got_ends, rows
+
+
+def _clips(args: argparse.Namespace, runtimes: list[ModelRuntime]) -> int:
+    fusion = _fusion(args, runtimes)
+    spec = runtimes[0].spec
+    span = max(r.spec.span_s for r in runtimes)
+    labels = fusion.labels if fusion is not None else spec.labels
+    times = frame_times(args.video)
+    every = args.every or span
+    first, last = float(times.min()), float(times.max())
+    ends = [float(e) for e in np.arange(first + span, last + 1e-6, every)] or [last]
     timeline: list[dict[str, Any]] = []
     all_scores = []
     t0 = time.perf_counter()
-    windows = iter_clips(args.video, spec, ends, times)  # one decoding pass for all windows
-    while clips := list(itertools.islice(windows, BATCH)):
-        scores = runtime.infer({n: np.stack([c.inputs[n] for c in clips]) for n in names})
-        for clip, row in zip(clips, scores, strict=True):
-            top = [(spec.labels[k], float(row[k])) for k in np.argsort(-row)[: args.top_k]]
-            timeline.append(
-                {"start": round(max(first, clip.end - spec.span_s), 3), "end": round(clip.end, 3), "top": top}
-            )
-            all_scores.append(row)
+    each = [_scores(args, r, ends, times) for r in runtimes]
+    count = min(len(rows) for _, rows in each)  # a damaged file: the windows every model got
+    for i in range(count):
+        end = each[0][0][i]
+        if fusion is None:
+            row = each[0][1][i]
+        else:
+            row = fusion({m: rows[i] for m, (_, rows) in zip(fusion.models, each, strict=True)})
+        top = [(labels[k], float(row[k])) for k in np.argsort(-row)[: args.top_k]]
+        timeline.append({"start": round(max(first, end - span), 3), "end": round(end, 3), "top": top})
+        all_scores.append(row)
     if not all_scores:  # a damaged file whose readable part is shorter than one clip
-        _refuse(args, f"{args.video}: the frames that decode do not fill one clip of this model ({spec.span_s:.2f} s)")
+        _refuse(args, f"{args.video}: the frames that decode do not fill one clip of this model ({span:.2f} s)")
     mean = np.mean(all_scores, axis=0)
-    overall = [(spec.labels[k], float(mean[k])) for k in np.argsort(-mean)[: args.top_k]]
+    overall = [(labels[k], float(mean[k])) for k in np.argsort(-mean)[: args.top_k]]
     seconds = time.perf_counter() - t0
     for w in timeline:
         label, score = w["top"][0]
         print(f"{w['start']:8.2f} - {w['end']:8.2f} s  {label:<30} {score:.3f}")
-    print(f"whole video ({len(timeline)} windows of {spec.span_s:.2f} s, {seconds:.2f} s):")
+    fused = (
+        f", fused: {' + '.join(f'{w:g} x {m}' for m, w in zip(fusion.models, fusion.weights, strict=True))}"
+        if fusion
+        else ""
+    )
+    print(f"whole video ({len(timeline)} windows of {span:.2f} s{fused}, {seconds:.2f} s):")
     for rank, (label, score) in enumerate(overall, 1):
         print(f"  {rank}. {label:<30} {score:.4f}")
     if args.json:
-        report = {"video": str(args.video), "model": str(args.model), "arch": spec.arch, "top": overall}
-        args.json.write_text(json.dumps(report | {"timeline": timeline}, indent=1))
+        models = [str(r.config.path) for r in runtimes]
+        arch = "+".join(r.spec.arch for r in runtimes)
+        report: dict[str, Any] = {"video": str(args.video), "model": models[0] if fusion is None else models}
+        report["arch"] = arch
+        if fusion is not None:
+            report["weights"] = [float(w) for w in fusion.weights]
+        args.json.write_text(json.dumps(report | {"top": overall, "timeline": timeline}, indent=1))
         print(f"wrote {args.json}")
     if args.annotate:
         frames = annotate(Path(args.video), args.annotate, [(w["end"], w["top"]) for w in timeline])
@@ -89,9 +142,13 @@ def _refuse(args: argparse.Namespace, reason: str) -> NoReturn:
     """Stop with one clear error (exit 2); the ``--json`` report, if asked for, says the same."""
     if args.json:
         args.json.write_text(
-            json.dumps({"video": str(args.video), "model": str(args.model), "error": reason}, indent=1)
+            json.dumps({"video": str(args.video), "model": _named(args.model), "error": reason}, indent=1)
         )
     raise VideoError(reason)
+
+
+def _named(model: Any) -> Any:
+    return [str(m) for m in model] if isinstance(model, list) else str(model)
 
 
 def key_times(args: argparse.Namespace, first: float, last: float) -> tuple[list[float], Proposals | None]:
