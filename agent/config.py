@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from agent.errors import ConfigError
+from agent.spec import FlowMethod
 from agent.urls import Broker, parse_broker, redact_url, split_url, without_userinfo
 
 NAME = r"^[A-Za-z0-9_-]{1,64}$"
@@ -157,8 +158,27 @@ class EventsConfig(Section):
         return self
 
 
+class FusionConfig(Section):
+    """Several models on one camera, their scores fused (two-stream: RGB and optical flow)."""
+
+    models: dict[str, float] = Field(
+        min_length=2,
+        description="model name → weight: the camera's score is the weighted average of their probabilities",
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {v}")
+        return v
+
+
 class CameraConfig(SourceConfig):
     model: str | None = Field(default=None, description="name of a model in `models` (default: the only one)")
+    fusion: FusionConfig | None = Field(
+        default=None, description="feed several models and fuse their scores (instead of `model`)"
+    )
     events: EventsConfig | None = Field(default=None, description="overrides the top-level `events` section")
     record_url: SecretStr | None = Field(
         default=None,
@@ -211,6 +231,11 @@ class ModelConfig(Section):
         "with AVX512-BF16 or AMX, scores move by up to ~2 %)",
     )
     device_id: int = Field(default=0, ge=0)
+    flow_method: FlowMethod | None = Field(
+        default=None,
+        description="flow models: compute the flow this way instead of as the model was trained "
+        "(dis: several times faster than tvl1, a little less accurate)",
+    )
     max_batch: int = Field(default=8, ge=1, le=1024, description="clips per batch, across cameras")
     max_wait_ms: float = Field(default=10.0, ge=0, description="how long a batch waits to fill")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
@@ -384,6 +409,16 @@ class AgentConfig(Section):
         for bad in [m for m in self.models if not re.match(NAME, m)]:
             raise ValueError(f"model name {bad!r} must match {NAME}")
         for cam in self.cameras:
+            if cam.fusion is not None:
+                if cam.model is not None:
+                    raise ValueError(f"camera {cam.name!r}: set `model` or `fusion`, not both")
+                unknown = [m for m in cam.fusion.models if m not in self.models]
+                if unknown:
+                    raise ValueError(
+                        f"camera {cam.name!r}: fusion model(s) {', '.join(map(repr, unknown))} not in `models` "
+                        f"({', '.join(self.models)})"
+                    )
+                continue
             if cam.model is None and len(self.models) > 1:
                 raise ValueError(f"camera {cam.name!r}: set `model` (several models are configured)")
             if cam.model is not None and cam.model not in self.models:
@@ -400,7 +435,14 @@ class AgentConfig(Section):
         return self.webhooks[index].name or f"webhook-{index}"
 
     def model_of(self, camera: CameraConfig) -> str:
-        return camera.model or next(iter(self.models))
+        """The camera's model (a fused camera: its first)."""
+        return self.models_of(camera)[0]
+
+    def models_of(self, camera: CameraConfig) -> list[str]:
+        """The models the camera feeds: its fusion's, else its one."""
+        if camera.fusion is not None:
+            return list(camera.fusion.models)
+        return [camera.model or next(iter(self.models))]
 
     def events_of(self, camera: CameraConfig) -> EventsConfig:
         return camera.events or self.events
