@@ -58,6 +58,7 @@ class Clip:
     received_at: float  # wall-clock time (UNIX s) at which the newest frame was received
     received_mono: float | None = None  # the same instant on the monotonic clock (None: not known)
     frame: Any = None  # the newest frame as decoded, at the stream's full resolution (evidence snapshots)
+    model: str | None = None  # the model it is for, when its camera feeds several (fusion)
 
 
 @dataclass

@@ -17,12 +17,13 @@ drops is not redialled every second.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -34,6 +35,7 @@ from av.video.reformatter import VideoReformatter
 from agent.config import SourceConfig
 from agent.frames import BestEffortTimestamp, to_model_rgb
 from agent.live.clips import Clip, ClipBuffer
+from agent.live.flowclips import FlowBuffer
 from agent.metrics import Metrics
 from agent.spec import ModelSpec
 from agent.urls import Redactor
@@ -445,20 +447,22 @@ class Camera:
     dropped and counted (``frames_dropped_total{reason="stale_clip"}``). A file played as fast as it decodes
     (``realtime: false``) has no live edge to keep up with: its thread waits for the consumer to take the pending
     clip instead, so no clip is dropped and decoding uses only the CPU that inference leaves.
+
+    A camera may feed several models (``spec``: a mapping of model name to spec; fusion): one clip buffer each, the
+    newest clip of each model pending, its clips named by ``Clip.model``. A flow model's buffer keeps grey whole
+    frames (:class:`agent.live.flowclips.FlowBuffer`): its flow is computed later, in the camera's flow thread.
     """
 
-    def __init__(self, config: SourceConfig, spec: ModelSpec, metrics: Metrics) -> None:
-        self.config, self.spec, self.metrics = config, spec, metrics
-        self.buffer = ClipBuffer(spec, self._convert, camera=config.name, every_s=config.every_s)
-        self.source = FrameSource(
-            config, self._on_frame, metrics, on_reset=self.buffer.reset, next_clip_t=self.buffer.next_clip_t
-        )
+    def __init__(self, config: SourceConfig, spec: ModelSpec | Mapping[str, ModelSpec], metrics: Metrics) -> None:
+        specs: dict[str | None, ModelSpec] = {None: spec} if isinstance(spec, ModelSpec) else dict(spec.items())
+        self.config, self.spec, self.metrics = config, next(iter(specs.values())), metrics
+        self.buffers = {name: self._buffer(one) for name, one in specs.items()}
+        self.source = FrameSource(config, self._on_frame, metrics, on_reset=self._reset, next_clip_t=self._next_clip_t)
         self._labels = {"camera": config.name}
         self._sampled = metrics.frames_sampled.labels(**self._labels)
-        self._reformatter = VideoReformatter()  # used by the source thread only
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: asyncio.Queue[Clip] = asyncio.Queue(maxsize=1)
-        self._counted = (0, 0)
+        self._pending: asyncio.Queue[Clip] = asyncio.Queue(maxsize=len(self.buffers))  # the newest of each model
+        self._counted = dict.fromkeys(self.buffers, (0, 0))
         self.paced_by_consumer = self.source.is_file and not config.realtime
         self._room = threading.Event()  # set while no clip is pending (waited on when paced by the consumer)
         self._room.set()
@@ -466,16 +470,30 @@ class Camera:
         self.fps = 0.0  # decoded frames per second, over the last few seconds
         self._fps_window = (0.0, 0)  # (monotonic start, frames since)
 
-    def _convert(self, frame: av.VideoFrame):
-        spec = self.spec
+    def _buffer(self, spec: ModelSpec) -> ClipBuffer | FlowBuffer:
+        reformatter = VideoReformatter()  # used by the source thread only; one per buffer (each its own size)
+        crop = spec.crop_size if spec.flow_input is None else None  # flow: of the whole frame, cropped after
+        convert = functools.partial(self._convert, spec, reformatter, crop)
+        kind = FlowBuffer if spec.flow_input is not None else ClipBuffer
+        return kind(spec, convert, camera=self.config.name, every_s=self.config.every_s)
+
+    @staticmethod
+    def _convert(spec: ModelSpec, reformatter: VideoReformatter, size: int | None, frame: av.VideoFrame):
         return to_model_rgb(
             frame,
             resize_short=spec.resize_short,
-            size=spec.crop_size,
-            reformatter=self._reformatter,
+            size=size,
+            reformatter=reformatter,
             threads=1,
             resize_to=spec.resize_to,
         )
+
+    def _reset(self) -> None:
+        for buffer in self.buffers.values():
+            buffer.reset()
+
+    def _next_clip_t(self) -> float | None:
+        return min((t for b in self.buffers.values() if (t := b.next_clip_t()) is not None), default=None)
 
     def _on_frame(self, frame: av.VideoFrame, t: float, received: float, received_mono: float) -> None:  # source
         self.latest = (frame, received)
@@ -485,24 +503,30 @@ class Camera:
             self._fps_window = (received_mono, 1)
         else:
             self._fps_window = (since, count + 1)
-        clip = self.buffer.push(frame, t, received, received_mono)
-        converted, dropped = self.buffer.converted, self.buffer.dropped
-        if converted != self._counted[0]:
-            self._sampled.inc(converted - self._counted[0])
-        if dropped != self._counted[1]:
-            self.metrics.frames_dropped.labels(reason="out_of_order", **self._labels).inc(dropped - self._counted[1])
-        self._counted = (converted, dropped)
-        if clip is not None and self._loop is not None:
-            if self.paced_by_consumer:
-                while not self._room.wait(0.1) and not self.source.stopping:
-                    pass
-                self._room.clear()
-            self._loop.call_soon_threadsafe(self._offer, clip)
+        for model, buffer in self.buffers.items():
+            clip = buffer.push(frame, t, received, received_mono)
+            (was_converted, was_dropped), converted, dropped = self._counted[model], buffer.converted, buffer.dropped
+            if converted != was_converted:
+                self._sampled.inc(converted - was_converted)
+            if dropped != was_dropped:
+                self.metrics.frames_dropped.labels(reason="out_of_order", **self._labels).inc(dropped - was_dropped)
+            self._counted[model] = (converted, dropped)
+            if clip is not None and self._loop is not None:
+                if model is not None:
+                    clip = dataclasses.replace(clip, model=model)
+                if self.paced_by_consumer:
+                    while not self._room.wait(0.1) and not self.source.stopping:
+                        pass
+                    self._room.clear()
+                self._loop.call_soon_threadsafe(self._offer, clip)
 
     def _offer(self, clip: Clip) -> None:  # event loop
-        if self._pending.full():
-            self._pending.get_nowait()
-            self.metrics.frames_dropped.labels(reason="stale_clip", **self._labels).inc()
+        for _ in range(self._pending.qsize()):  # an older clip of the same model gives way; the others keep waiting
+            waiting = self._pending.get_nowait()
+            if waiting.model == clip.model:
+                self.metrics.frames_dropped.labels(reason="stale_clip", **self._labels).inc()
+            else:
+                self._pending.put_nowait(waiting)
         self._pending.put_nowait(clip)
 
     @property
