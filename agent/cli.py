@@ -21,6 +21,8 @@ from typing import get_args
 from agent import __version__
 from agent.config import AgentConfig, ModelConfig, load_config, parse_config
 from agent.errors import ActionstreamError, ConfigError, InferenceError
+from agent.flow import cv2_module
+from agent.fusion import Fusion
 from agent.shard import assignment, resolve_shard, select
 from agent.spec import FLOW_METHODS, load_spec
 from agent.urls import redact_url
@@ -99,11 +101,17 @@ def _check(args: argparse.Namespace) -> int:
     if args.shards is not None and args.shards < 1:
         raise ConfigError(f"--shards: expected a positive number of shards, got {args.shards}")
     lines = []
+    specs = {}
     for name, model in config.models.items():
         runtime = ModelRuntime(name, model)
         runtime.warm_up(warm_up_sizes(config, name))
-        spec = runtime.spec
+        spec = specs[name] = runtime.spec
         inputs = ", ".join(f"{i.name} {i.frames}x{i.stride_s * 1000:.0f}ms" for i in spec.inputs)
+        flow = spec.flow_input.flow if spec.flow_input is not None else None
+        if flow is not None:
+            cv2_module()  # as run: flow models need OpenCV's contrib build
+            method = model.flow_method or flow.method
+            inputs += f" of {method} flow{'' if method == flow.method else f' (trained on {flow.method})'}"
         lines.append(
             f"  model {name}: {model.path} — {spec.arch}, {len(spec.labels)} labels, {inputs}, on {runtime.device}"
         )
@@ -115,7 +123,17 @@ def _check(args: argparse.Namespace) -> int:
             lines.append(f"    person detector: {path} ({layout} outputs, class {person})")
     for camera in config.cameras:
         url = redact_url(camera.stream_url())
-        lines.append(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
+        if camera.fusion is not None:
+            if person := [m for m in camera.fusion.models if specs[m].task == "person"]:
+                raise ConfigError(f"camera {camera.name}: fusion: {', '.join(person)} is a person model")
+            try:
+                Fusion(camera.fusion.models, {m: specs[m].labels for m in camera.fusion.models})
+            except ConfigError as e:
+                raise ConfigError(f"camera {camera.name}: {e}") from None
+            fused = ", ".join(f"{m} × {w:g}" for m, w in camera.fusion.models.items())
+            lines.append(f"  camera {camera.name}: {url} → models {fused} (fused), every {camera.every_s:g} s")
+        else:
+            lines.append(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
         record = camera.record_config()
         if record is not None:
             lines.append(f"    evidence from {redact_url(record.stream_url())}")

@@ -12,18 +12,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import av
 
 from agent.config import AgentConfig, CameraConfig
+from agent.errors import ConfigError
+from agent.flow import cv2_module
+from agent.fusion import Fusion
 from agent.live.batcher import Batcher
 from agent.live.events import EventTracker, PersonEvents, tracked_labels, unknown_labels
 from agent.live.evidence.keeper import Evidence
+from agent.live.flowclips import FlowStage
 from agent.live.http import HttpServer
 from agent.live.people import IouTracker, PersonDetector, open_detector
-from agent.live.pipelines import CameraPipeline, ClipScoring, PersonScoring, Scoring
+from agent.live.pipelines import CameraPipeline, ClipScoring, FusedScoring, PersonScoring, Scoring
 from agent.live.runtime import ModelRuntime
 from agent.live.sinks import MqttSink, Sink, StdoutSink
 from agent.live.sources import Camera
@@ -32,7 +36,8 @@ from agent.metrics import Metrics
 from agent.spec import ModelSpec
 
 log = logging.getLogger("actionstream")
-CameraFactory = Callable[[CameraConfig, ModelSpec, Metrics], Camera]
+# config, the spec of its model (a fused camera: of each model, by name), metrics → the camera
+CameraFactory = Callable[[CameraConfig, ModelSpec | Mapping[str, ModelSpec], Metrics], Camera]
 CAMERA_STATS = {  # key in the stats JSON → counter
     "frames_decoded": "actionstream_frames_decoded_total",
     "frames_sampled": "actionstream_frames_sampled_total",
@@ -86,16 +91,33 @@ class Agent:
                 runtime.choice.why,
                 model.max_batch,
             )
+            if spec.flow_input is not None:
+                cv2_module()  # flow models need OpenCV's contrib build: say so now, not when a camera starts
             detector = open_detector(name, model, spec, runtime.device)
             if detector is not None:
                 self.detectors[name] = detector
                 log.info("model %s: person detector %s (%s outputs)", name, detector.config.path, detector.layout)
         for camera in self.config.cameras:
             spec = self.runtimes[self.config.model_of(camera)].spec
+            self._fusion(camera)  # fused models must all be clip models with the same labels
             unknown = unknown_labels(self.config.events_of(camera), spec.labels)
             if unknown:
                 log.warning("camera %s: event settings name labels the model lacks: %s", camera.name, unknown)
         self._loaded = True
+
+    def _fusion(self, camera: CameraConfig) -> Fusion | None:
+        """The camera's score fusion (None without ``fusion``); a :class:`ConfigError` when its models cannot be
+        fused."""
+        if camera.fusion is None:
+            return None
+        specs = {m: self.runtimes[m].spec for m in camera.fusion.models}
+        person = [m for m, spec in specs.items() if spec.task == "person"]
+        if person:
+            raise ConfigError(f"camera {camera.name}: fusion: {', '.join(person)} is a person model (clip models only)")
+        try:
+            return Fusion(camera.fusion.models, {m: spec.labels for m, spec in specs.items()})
+        except ConfigError as e:
+            raise ConfigError(f"camera {camera.name}: {e}") from None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (or every camera, all files, has ended); then end every active action, mark
@@ -153,18 +175,32 @@ class Agent:
         evidence: Evidence | None = None,
         webhooks: Webhooks | None = None,
     ) -> CameraPipeline:
-        """A camera's pipeline, with the scoring behaviour its model calls for."""
+        """A camera's pipeline, with the scoring behaviour its model(s) call for."""
         model = self.config.model_of(config)
         batcher, spec = batchers[model], self.runtimes[model].spec
-        camera = self.camera_factory(config, spec, self.metrics)
+        models = self.config.models_of(config)
+        specs = {m: self.runtimes[m].spec for m in models}
+        camera = self.camera_factory(config, specs if config.fusion is not None else spec, self.metrics)
         if evidence is not None:
             evidence.attach(config, camera)
         events = self.config.events_of(config)
         detector = self.detectors.get(model)
+        flows = {
+            m: FlowStage(specs[m], config.name, self.metrics, method=self.config.models[m].flow_method)
+            for m in models
+            if specs[m].flow_input is not None
+        }
+        fusion = self._fusion(config)
         scoring: Scoring
-        if detector is None:
+        if fusion is not None:
+            tracker = EventTracker(
+                camera=config.name, model="+".join(models), labels=fusion.labels, config=events, run=self.run_id
+            )
+            mine = {m: batchers[m] for m in models}
+            scoring = FusedScoring(mine, fusion, tracker, live=not camera.paced_by_consumer, flows=flows)
+        elif detector is None:
             tracker = EventTracker(camera=config.name, model=model, labels=spec.labels, config=events, run=self.run_id)
-            scoring = ClipScoring(batcher, tracker, live=not camera.paced_by_consumer)
+            scoring = ClipScoring(batcher, tracker, live=not camera.paced_by_consumer, flow=flows.get(model))
         else:
             people = IouTracker(min_iou=detector.config.min_iou, lost_after_s=detector.config.lost_after_s)
             person_events = PersonEvents(
@@ -172,7 +208,8 @@ class Agent:
             )
             scoring = PersonScoring(batcher, person_events, detector, people, self.metrics)
         pipeline = CameraPipeline(camera, scoring, sink, evidence=evidence, webhooks=webhooks)
-        batcher.watch(pipeline.model_changed)
+        for m in models:
+            batchers[m].watch(pipeline.model_changed)
         return pipeline
 
     # -- what the HTTP server shows (agent.live.http.AgentView) ----------------------------------------------------
@@ -218,7 +255,7 @@ class Agent:
             return ["starting: the cameras have not started yet"]
         now, reasons = time.monotonic(), []
         for name, batcher in self._batchers.items():
-            cameras = [c for c in self.config.cameras if self.config.model_of(c) == name]
+            cameras = [c for c in self.config.cameras if name in self.config.models_of(c)]
             if not cameras:
                 continue
             if not batcher.up:
@@ -282,7 +319,7 @@ def ready_within(spec: ModelSpec, cameras: list[CameraConfig]) -> float:
 
 def warm_up_sizes(config: AgentConfig, model: str) -> list[int]:
     """The batch sizes a model is run at before the cameras start: one clip, and as many as its cameras give."""
-    users = sum(config.model_of(c) == model for c in config.cameras)
+    users = sum(model in config.models_of(c) for c in config.cameras)
     return [1, min(users or 1, config.models[model].max_batch)]
 
 

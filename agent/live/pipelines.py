@@ -9,6 +9,12 @@ How a clip is scored is a behaviour, chosen once when the agent wires the camera
 - :class:`PersonScoring` (person models): the detector finds people on the clip's key frame (its centre), the IoU
   tracker gives them ids, and the model scores each person's box; one clip at a time, so the detector runs only on
   clips that will be scored.
+- :class:`FusedScoring` (a camera that feeds several clip models, ``fusion``): each model's clips go to its own
+  batcher; once every model has scored a clip since the last fused row, their probabilities are fused
+  (:class:`agent.fusion.Fusion`, a weighted average) into one row for the camera's one event tracker.
+
+A flow model's clips get their flow first, in the camera's flow thread (:class:`agent.live.flowclips.FlowStage`);
+a clip whose flow fails is lost (logged), the camera goes on.
 
 :class:`CameraPipeline` is the same for both: it applies the scores in the order the clips came, hands the events
 to the evidence keeper (which adds where their snapshot and clip are), publishes them (and to the webhooks) with
@@ -28,10 +34,12 @@ from typing import Protocol
 import numpy as np
 
 from agent.errors import InferenceError
+from agent.fusion import Fusion
 from agent.live.batcher import Batcher, Scored
 from agent.live.clips import Clip
 from agent.live.events import Event, EventTracker, PersonEvents, Tracker, tracked_labels
 from agent.live.evidence.keeper import Evidence
+from agent.live.flowclips import FlowStage
 from agent.live.people import IouTracker, Person, PersonDetector
 from agent.live.sinks import Sink
 from agent.live.sources import Camera
@@ -76,15 +84,28 @@ class Scoring(Protocol):
     def close(self) -> None: ...
 
 
+async def with_flow(flow: FlowStage | None, clip: Clip, camera: str) -> Clip | None:
+    """The clip with its flow computed (flow models), or None when that failed (logged: the clip is lost)."""
+    if flow is None:
+        return clip
+    try:
+        return await flow.ready(clip)
+    except Exception as e:  # OpenCV's errors, say: this clip is lost, the camera goes on
+        log.error("camera %s: optical flow failed (%s: %s); clip ending at %.3f s lost", camera, type(e).__name__, e,
+                  clip.end)  # fmt: skip
+        return None
+
+
 class ClipScoring:
     """Clip models: one score row per clip (see the module docstring)."""
 
-    def __init__(self, batcher: Batcher, tracker: EventTracker, *, live: bool) -> None:
-        self.batcher, self.tracker, self.live = batcher, tracker, live
+    def __init__(self, batcher: Batcher, tracker: EventTracker, *, live: bool, flow: FlowStage | None = None) -> None:
+        self.batcher, self.tracker, self.live, self.flow = batcher, tracker, live, flow
         self.in_flight: int | None = None if live else 2
 
-    async def submit(self, clip: Clip) -> Work:
-        return Work(clip, self.batcher.submit(clip, replace=self.live))
+    async def submit(self, clip: Clip) -> Work | None:
+        ready = await with_flow(self.flow, clip, self.tracker.camera)
+        return None if ready is None else Work(ready, self.batcher.submit(ready, replace=self.live))
 
     def apply(self, work: Work, scored: Scored) -> list[Event]:
         clip = work.clip
@@ -101,7 +122,65 @@ class ClipScoring:
         return self.tracker.stream_down(now, monotonic)
 
     def close(self) -> None:
-        pass
+        if self.flow is not None:
+            self.flow.close()
+
+
+class FusedScoring:
+    """Several clip models on one camera, fused (see the module docstring). A round ends when every model has scored a
+    clip since the last fused row; its clips must overlap in time (else the round starts again from the newest);
+    the fused row's clip spans theirs and counts as received with the newest one's frame."""
+
+    def __init__(
+        self,
+        batchers: dict[str, Batcher],
+        fusion: Fusion,
+        tracker: EventTracker,
+        *,
+        live: bool,
+        flows: dict[str, FlowStage] | None = None,
+    ) -> None:
+        self.batchers, self.fusion, self.tracker, self.live = batchers, fusion, tracker, live
+        self.flows = flows or {}
+        self.in_flight: int | None = None if live else 2 * len(batchers)
+        self.latest: dict[str, tuple[Clip, Scored]] = {}
+        self.fresh: set[str] = set()  # models that scored a clip since the last fused row
+
+    async def submit(self, clip: Clip) -> Work | None:
+        model = clip.model
+        assert model in self.batchers, f"a clip for {model!r}, not one of {list(self.batchers)}"
+        ready = await with_flow(self.flows.get(model), clip, self.tracker.camera)
+        return None if ready is None else Work(ready, self.batchers[model].submit(ready, replace=self.live))
+
+    def apply(self, work: Work, scored: Scored) -> list[Event]:
+        assert work.clip.model is not None
+        self.latest[work.clip.model] = (work.clip, scored)
+        self.fresh.add(work.clip.model)
+        if self.fresh != set(self.batchers):
+            return []
+        clips = [self.latest[m][0] for m in self.batchers]
+        newest = max(clips, key=lambda c: c.end)
+        if min(c.end for c in clips) < newest.start:  # not the same moment: wait for the others' next clips
+            self.fresh = {work.clip.model}
+            return []
+        self.fresh = set()
+        fused = self.fusion({m: self.latest[m][1].scores for m in self.batchers})
+        return self.tracker.update(
+            fused,
+            clip_start=min(c.start for c in clips),
+            clip_end=newest.end,
+            received_at=newest.received_at,
+            inference_ms=max(self.latest[m][1].inference_ms for m in self.batchers),
+            monotonic=newest.received_mono,
+        )
+
+    def stream_down(self, now: float, monotonic: float) -> list[Event]:
+        self.latest, self.fresh = {}, set()
+        return self.tracker.stream_down(now, monotonic)
+
+    def close(self) -> None:
+        for flow in self.flows.values():
+            flow.close()
 
 
 class PersonScoring:
