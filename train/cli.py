@@ -193,7 +193,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
         for path, weight, alone in zip(checkpoints, weights, each, strict=True):
             print(f"{path} (weight {weight:g}):\n{format_report(alone, labels, per_class=False)}")
-        print(f"fused ({' + '.join(f'{w:g} x {p.name}' for w, p in zip(weights, checkpoints, strict=True))}):")
+        print(f"fused ({' + '.join(f'{w:g} x {p}' for w, p in zip(weights, checkpoints, strict=True))}):")
     else:
         metrics, labels = evaluate(
             args.checkpoint,

@@ -157,5 +157,5 @@ def test_two_streams_fuse_as_a_weighted_average(flow_run, tiny_set, tmp_path, ca
     assert alone_flow.top1 == pytest.approx(flow.final.top1)
     assert main(["evaluate", str(rgb), str(val), "--fuse", str(flow.checkpoint), "--weights", "1", "1.5"]) == 0
     out = capsys.readouterr().out
-    assert "fused (1 x epoch_1.pth + 1.5 x epoch_1.pth):" in out and f"top-1 {fused.top1:.4f}" in out
+    assert f"fused (1 x {rgb} + 1.5 x {flow.checkpoint}):" in out and f"top-1 {fused.top1:.4f}" in out
     assert main(["evaluate", str(rgb), str(val), "--fuse", str(flow.checkpoint), "--weights", "1"]) == 2
