@@ -123,3 +123,17 @@ def test_flow_flags_are_checked(tmp_path, capsys):
     assert to_onnx.main(["--arch", "slowonly_r50_flow", *base, "--flow-method", "dis", "--fps", "25"]) == 0
     flow = load_spec(out).inputs[0].flow
     assert (flow.method, flow.bound, flow.step_s) == ("dis", 20.0, pytest.approx(1 / 25))  # MMAction2's bound
+
+
+def test_openvino_scores_a_flow_model_as_onnx_runtime(exported):
+    pytest.importorskip("openvino")
+    from agent.config import ModelConfig
+    from agent.live.runtime import ModelRuntime
+
+    path = exported[1]
+    ort_rt = ModelRuntime("m", ModelConfig(path=path, device="cpu"))
+    ov_rt = ModelRuntime("m", ModelConfig(path=path, device="openvino"))
+    assert ov_rt.device == "openvino"
+    flow = to_onnx.real_looking_flow(ort_rt.spec, 3, seed=5).numpy()
+    want, got = ort_rt.infer({"clip": flow}), ov_rt.infer({"clip": flow})
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
