@@ -22,7 +22,7 @@ buffers. The planar formats decoders give (``yuv420p``, ``yuvj420p``, ``yuv422p`
 forms, ``gray``, ``gbrp``) and ``nv12`` (NVDEC, copied back to host memory) are cut this way; any other format
 (packed YUYV from a USB camera, 10-bit video) is first converted whole to ``gbrp`` at its own size, one full-frame
 copy, and cut from that. The rectangle's edges are rounded to the nearest even pixel of the frame as stored, so that
-4:2:0 chroma is cut exactly where luma is (as FFmpeg's ``crop`` filter rounds its corner).
+4:2:0 chroma is cut exactly where luma is (FFmpeg's ``crop`` filter likewise keeps its corner on the chroma grid).
 
 Masks (``cameras[].mask``): polygons filled with the model's mean colour (zero after the graph's normalisation) in the
 converted frame, drawn at the model's input resolution (a pixel is masked when its centre is inside a polygon); the

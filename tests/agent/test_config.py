@@ -287,3 +287,18 @@ def test_zones_need_a_person_model(tmp_path, capsys, tiny_model):
     assert cli(["check", "-c", str(_write(tmp_path, data))]) == 2
     err = capsys.readouterr().err
     assert "camera 'dock1': zones need a person model (task: person)" in err and err.count("\n") == 1
+
+
+def test_a_streams_entries_run_on_one_shard():
+    from agent.cli import _shard
+
+    names = [f"cam{i}" for i in range(12)]
+    cameras = [{"name": n, "url": f"rtsp://h/{i // 3}"} for i, n in enumerate(names)]  # four streams of three
+    config = parse_config({"cameras": cameras, "models": {"m": {"path": "m.onnx"}}})
+    kept = [[c.name for c in _shard(config, f"{i}/3").cameras] for i in range(3)]
+    assert sorted(n for shard in kept for n in shard) == sorted(names)
+    for shard in kept:
+        streams = {int(n[3:]) // 3 for n in shard}
+        assert sorted(shard, key=lambda n: int(n[3:])) == [
+            f"cam{i}" for s in sorted(streams) for i in range(3 * s, 3 * s + 3)
+        ]
