@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.geometry import FULL, Box
 from agent.spec import ModelSpec
 
 # Timestamps are floats: an instant a rounding error before a frame still selects that frame.
@@ -58,6 +59,7 @@ class Clip:
     received_at: float  # wall-clock time (UNIX s) at which the newest frame was received
     received_mono: float | None = None  # the same instant on the monotonic clock (None: not known)
     frame: Any = None  # the newest frame as decoded, at the stream's full resolution (evidence snapshots)
+    region: Box = FULL  # the part of the upright frame the inputs show (cameras[].region, rounded to pixels)
 
 
 @dataclass

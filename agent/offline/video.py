@@ -9,10 +9,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 from agent.errors import VideoError
-from agent.frames import best_effort_times, to_model_rgb
+from agent.frames import Converter, best_effort_times
+from agent.geometry import FULL, Box
 from agent.live.clips import EPS_S, sample_indices
 from agent.spec import ModelSpec
 
@@ -25,6 +25,7 @@ class Window:
 
     end: float  # seconds, presentation time of the newest frame
     inputs: dict[str, np.ndarray]  # name -> uint8 [T, size, size, 3]
+    region: Box = FULL  # the part of the upright frame the inputs show (``--region``, rounded to pixels)
 
 
 def frame_times(path: str | Path, *, decode: bool = False) -> np.ndarray:
@@ -77,9 +78,11 @@ def _rates(stream: av.video.stream.VideoStream) -> tuple[float, float]:
     return rate, float(stream.time_base or 1 / rate)
 
 
-def read_clips(path: str | Path, spec: ModelSpec, ends: list[float] | None = None) -> list[Window]:
+def read_clips(
+    path: str | Path, spec: ModelSpec, ends: list[float] | None = None, converter: Converter | None = None
+) -> list[Window]:
     """Clips ending at ``ends`` (seconds; default: one clip ending at the last frame)."""
-    return list(iter_clips(path, spec, ends))
+    return list(iter_clips(path, spec, ends, converter=converter))
 
 
 class _TimesDiffer(Exception):
@@ -87,10 +90,15 @@ class _TimesDiffer(Exception):
 
 
 def iter_clips(
-    path: str | Path, spec: ModelSpec, ends: list[float] | None = None, times: np.ndarray | None = None
+    path: str | Path,
+    spec: ModelSpec,
+    ends: list[float] | None = None,
+    times: np.ndarray | None = None,
+    converter: Converter | None = None,
 ) -> Iterator[Window]:
     """Clips ending at ``ends``, in that order, from one decoding pass (``times``: :func:`frame_times` of the file,
-    when the caller has it). A converted frame is kept only until the last clip that uses it has been yielded, so
+    when the caller has it). Frames are converted by ``converter`` (a region, a mask; default: the spec's resize and
+    crop of the whole frame). A converted frame is kept only until the last clip that uses it has been yielded, so
     with ascending ``ends`` memory stays at a few clips however long the video.
 
     When a decoded frame's time differs from ``times`` (the packets promised other frames), the rest is planned
@@ -101,8 +109,9 @@ def iter_clips(
     times = frame_times(path) if times is None else times
     ends = [float(times.max())] if ends is None else list(ends)
     done = 0
+    converter = converter or Converter(spec)
     try:
-        for clip in _planned_clips(path, spec, ends, times):
+        for clip in _planned_clips(path, spec, ends, times, converter):
             yield clip
             done += 1
         return
@@ -120,7 +129,7 @@ def iter_clips(
             log.warning("%s: only %d of %d frames decode (%s); %d clip(s) after %.3f s skipped",
                         path, len(decoded), len(times), reason, len(skipped), last)  # fmt: skip
             rest = [e for e in rest if e <= last + EPS_S]
-    yield from _planned_clips(path, spec, rest, decoded)
+    yield from _planned_clips(path, spec, rest, decoded, converter)
 
 
 def _picks(spec: ModelSpec, times: np.ndarray, ends: list[float]) -> list[dict[str, np.ndarray]]:
@@ -134,12 +143,14 @@ def _picked_times(spec: ModelSpec, times: np.ndarray, ends: list[float]) -> list
     return [tuple(float(t) for v in p.values() for t in times[v]) for p in _picks(spec, times, ends)]
 
 
-def _planned_clips(path: Path, spec: ModelSpec, ends: list[float], times: np.ndarray) -> Iterator[Window]:
+def _planned_clips(
+    path: Path, spec: ModelSpec, ends: list[float], times: np.ndarray, converter: Converter
+) -> Iterator[Window]:
     picks = _picks(spec, times, ends)
     needs = [{int(i) for v in p.values() for i in v} for p in picks]
     last_use = {i: n for n, wanted in enumerate(needs) for i in wanted}  # the last clip (in order) using frame i
     converted: dict[int, np.ndarray] = {}
-    reformatter = VideoReformatter()
+    region = FULL
     done = 0  # clips yielded
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -148,7 +159,9 @@ def _planned_clips(path: Path, spec: ModelSpec, ends: list[float], times: np.nda
         while done < len(picks):
             if needs[done] <= converted.keys():
                 yield Window(
-                    end=ends[done], inputs={k: np.stack([converted[int(i)] for i in v]) for k, v in picks[done].items()}
+                    end=ends[done],
+                    inputs={k: np.stack([converted[int(i)] for i in v]) for k, v in picks[done].items()},
+                    region=region,
                 )
                 for i in needs[done]:
                     if last_use[i] == done:
@@ -162,13 +175,8 @@ def _planned_clips(path: Path, spec: ModelSpec, ends: list[float], times: np.nda
             if index >= len(times) or times[index] not in _candidates(frame, index, rate, time_base):
                 raise _TimesDiffer(f"frame {index} is not at {times[min(index, len(times) - 1)]:.6f} s")
             if index in last_use:
-                converted[index] = to_model_rgb(
-                    frame,
-                    resize_short=spec.resize_short,
-                    size=spec.crop_size,
-                    reformatter=reformatter,
-                    resize_to=spec.resize_to,
-                )
+                converted[index] = converter(frame)
+                region = converter.region_of(frame)
 
 
 def _candidates(frame: av.VideoFrame, index: int, rate: float, time_base: float) -> tuple[float, ...]:
