@@ -295,7 +295,7 @@ def test_a_streams_entries_run_on_one_shard():
     names = [f"cam{i}" for i in range(12)]
     cameras = [{"name": n, "url": f"rtsp://h/{i // 3}"} for i, n in enumerate(names)]  # four streams of three
     config = parse_config({"cameras": cameras, "models": {"m": {"path": "m.onnx"}}})
-    kept = [[c.name for c in _shard(config, f"{i}/3").cameras] for i in range(3)]
+    kept = [[c.name for c in _shard(config, f"{i}/3")[0].cameras] for i in range(3)]
     assert sorted(n for shard in kept for n in shard) == sorted(names)
     for shard in kept:
         streams = {int(n[3:]) // 3 for n in shard}
