@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import get_args
 
 from agent import __version__
-from agent.config import AgentConfig, ModelConfig, load_config, parse_config
+from agent.config import AgentConfig, CameraConfig, ModelConfig, load_config, parse_config, stream_key
 from agent.errors import ActionstreamError, ConfigError, InferenceError
 from agent.flow import cv2_module
 from agent.fusion import Fusion
-from agent.shard import assignment, resolve_shard, select
+from agent.shard import assignment, resolve_shard, shard_of
 from agent.spec import FLOW_METHODS, load_spec
 from agent.urls import redact_url
 
@@ -54,12 +54,14 @@ def _quick_config(args: argparse.Namespace) -> AgentConfig:
 
 def _shard(config: AgentConfig, flag: str | None) -> tuple[AgentConfig, tuple[int, int] | None]:
     """Keep this replica's cameras: ``--shard i/N``, else ``ACTIONSTREAM_SHARD`` / ``ACTIONSTREAM_SHARDS`` (+ the
-    StatefulSet ordinal); nothing set: all of them. See agent/shard.py. Also returns the shard, ``(i, N)``, or None."""
+    StatefulSet ordinal); nothing set: all of them. See agent/shard.py. Entries that share a stream go where the
+    first of them goes (one decode per stream). Also returns the shard, ``(i, N)``, or None."""
     shard = resolve_shard(flag)
     if shard is None:
         return config, None
     index, count = shard
-    mine = select(config.cameras, index, count)
+    first = {c.name: group[0].name for group in config.streams().values() for c in group}
+    mine = [c for c in config.cameras if shard_of(first[c.name], count) == index]  # a stream's entries together
     log = logging.getLogger("actionstream")
     names = ", ".join(c.name for c in mine) or "none"
     log.info("shard %d/%d: %d of %d camera(s): %s", index, count, len(mine), len(config.cameras), names)
@@ -93,15 +95,14 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     """Everything ``run`` would refuse, refused here: the config, each model (opened and run at the batch sizes
     ``run`` warms it up with), its person detector; then a summary."""
-    from agent.live.app import warm_up_sizes
+    from agent.live.app import check_zones, warm_up_sizes
     from agent.live.people import open_detector
     from agent.live.runtime import ModelRuntime
 
     config = load_config(args.config)
     if args.shards is not None and args.shards < 1:
         raise ConfigError(f"--shards: expected a positive number of shards, got {args.shards}")
-    lines = []
-    specs = {}
+    lines, specs = [], {}
     for name, model in config.models.items():
         runtime = ModelRuntime(name, model)
         runtime.warm_up(warm_up_sizes(config, name))
@@ -121,6 +122,8 @@ def _check(args: argparse.Namespace) -> int:
         if detector is not None:
             path, layout, person = detector.config.path, detector.layout, detector.person_class
             lines.append(f"    person detector: {path} ({layout} outputs, class {person})")
+    check_zones(config, specs)
+    streams = config.streams()
     for camera in config.cameras:
         url = redact_url(camera.stream_url())
         if camera.fusion is not None:
@@ -134,6 +137,7 @@ def _check(args: argparse.Namespace) -> int:
             lines.append(f"  camera {camera.name}: {url} → models {fused} (fused), every {camera.every_s:g} s")
         else:
             lines.append(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
+        lines += [f"    {line}" for line in _camera_lines(camera, streams)]
         record = camera.record_config()
         if record is not None:
             lines.append(f"    evidence from {redact_url(record.stream_url())}")
@@ -148,11 +152,30 @@ def _check(args: argparse.Namespace) -> int:
     for i, hook in enumerate(config.webhooks):
         lines.append(f"  webhook {config.webhook_name(i)}: {redact_url(hook.url.get_secret_value())}")
     if args.shards is not None:
-        for index, names in assignment([c.name for c in config.cameras], args.shards).items():
+        by_stream = {group[0].name: [c.name for c in group] for group in streams.values()}
+        for index, firsts in assignment(list(by_stream), args.shards).items():
+            names = [name for first in firsts for name in by_stream[first]]
             lines.append(f"  shard {index}/{args.shards}: {', '.join(names) or '(no cameras)'}")
     print(f"{args.config}: {len(config.cameras)} camera(s), {len(config.models)} model(s), OK")
     print("\n".join(lines))
     return 0
+
+
+def _camera_lines(camera: CameraConfig, streams: dict[str, list[CameraConfig]]) -> list[str]:
+    """What ``check`` says of a camera entry beyond its URL and model: its region, mask and zones, and the entries
+    it shares its stream with."""
+    lines = []
+    if camera.region is not None:
+        lines.append(f"region [{', '.join(f'{v:g}' for v in camera.region)}] of the frame")
+    if camera.mask:
+        lines.append(f"mask: {len(camera.mask)} polygon{'s' if len(camera.mask) > 1 else ''}, model's mean colour")
+    if camera.zones:
+        lines.append(f"zones: {', '.join(camera.zones)}")
+    group = streams[stream_key(camera)]
+    if len(group) > 1:
+        others = ", ".join(c.name for c in group if c is not camera)
+        lines.append(f"stream shared with {others} (one connection, decoded once)")
+    return lines
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -269,7 +292,12 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--every", type=float, default=0, help="a window every S seconds (default: the model's span)")
     infer.add_argument("--top-k", type=int, default=5)
     infer.add_argument("--json", type=Path, metavar="OUT.json", help="also write the timeline and top-k as JSON")
-    infer.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write the video with top labels drawn")
+    infer.add_argument(
+        "--annotate",
+        type=Path,
+        metavar="OUT.mp4",
+        help="write the video with top labels (and region, mask, zones) drawn",
+    )
     infer.add_argument(
         "--device",
         choices=DEVICES,
@@ -277,6 +305,14 @@ def parser() -> argparse.ArgumentParser:
         help="as models.NAME.device (default auto: CUDA, else OpenVINO when installed, else ONNX Runtime's CPU)",
     )
     infer.add_argument("--precision", choices=PRECISIONS, default="fp32", help="as models.NAME.precision")
+    view = infer.add_argument_group("what the model sees, as a camera's keys (YAML or JSON, or a file holding it)")
+    view.add_argument("--region", metavar="X1,Y1,X2,Y2", help="as cameras[].region: only this part of the frame")
+    view.add_argument("--mask", metavar="POLYGONS", help="as cameras[].mask, e.g. '[[0,0],[0.3,0],[0.3,0.1]]'")
+    view.add_argument(
+        "--zones",
+        metavar="ZONES",
+        help="as cameras[].zones (person models), e.g. '{door: [[0,0.5],[0.4,0.5],[0.4,1]]}'",
+    )
     people = infer.add_argument_group("person models (task: person)")
     people.add_argument("--proposals", type=Path, help="person boxes per key time: .json, AVA .csv or MMAction2 .pkl")
     people.add_argument("--video-id", help="the video's id in a proposals file that holds several")

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from agent.errors import ConfigError
+from agent.geometry import Box, polygon_area
 from agent.spec import FlowMethod
 from agent.urls import Broker, parse_broker, redact_url, split_url, without_userinfo
 
@@ -52,6 +53,33 @@ def _checked_url(v: SecretStr) -> SecretStr:
         except ValueError:
             raise ValueError(f"invalid port in {shown}") from None
     return v
+
+
+def _checked_region(v: tuple[float, float, float, float] | None) -> Box | None:
+    if v is None:
+        return None
+    x1, y1, x2, y2 = v
+    if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+        raise ValueError(
+            f"{list(v)} is not [x1, y1, x2, y2] with 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 "
+            "(left, top, right, bottom, normalised to the upright frame)"
+        )
+    return x1, y1, x2, y2
+
+
+Polygon = list[tuple[float, float]]
+
+
+def _checked_polygon(polygon: Polygon) -> Polygon:
+    """A polygon: three or more vertices [x, y] inside [0, 1], enclosing some area."""
+    if len(polygon) < 3:
+        raise ValueError(f"a polygon needs at least 3 vertices [x, y], got {len(polygon)}")
+    outside = [list(p) for p in polygon if not (0 <= p[0] <= 1 and 0 <= p[1] <= 1)]
+    if outside:
+        raise ValueError(f"vertices outside [0, 1] (coordinates are normalised to the upright frame): {outside}")
+    if polygon_area(polygon) <= 0:
+        raise ValueError(f"the polygon {[list(p) for p in polygon]} encloses no area")
+    return polygon
 
 
 class Section(BaseModel):
@@ -147,6 +175,10 @@ class EventsConfig(Section):
     thresholds: dict[str, float] = Field(default_factory=dict, description="per-label start thresholds")
     include: list[str] | None = Field(default=None, description="only these labels (default: all)")
     exclude: list[str] = Field(default_factory=list, description="never these labels")
+    zones: list[str] | None = Field(
+        default=None,
+        description="person models: only people inside one of these of the camera's zones (default: everyone)",
+    )
 
     @model_validator(mode="after")
     def _hysteresis(self) -> EventsConfig:
@@ -185,6 +217,63 @@ class CameraConfig(SourceConfig):
         description="a second stream of the same camera (its main stream) recorded for evidence only; "
         "default: the evidence comes from `url`",
     )
+    region: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="[x1, y1, x2, y2] normalised to the upright frame: the model sees only this part, resized and "
+        "cropped as its spec says (default: the whole frame)",
+    )
+    mask: list[Polygon] = Field(
+        default_factory=list,
+        description="polygons [[x, y], ...] (one, or a list of them) filled with the model's mean colour before the "
+        "model (and a person model's detector) sees the frame",
+    )
+    zones: dict[str, Polygon] = Field(
+        default_factory=dict,
+        description="person models: named polygons; a person is in a zone when the bottom centre of their box is",
+    )
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _four(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple) and len(v) != 4:
+            raise ValueError(f"expected [x1, y1, x2, y2] (4 numbers), got {len(v)}")
+        return v
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: tuple[float, float, float, float] | None) -> Box | None:
+        return _checked_region(v)
+
+    @field_validator("mask", mode="before")
+    @classmethod
+    def _one_or_several(cls, v: Any) -> Any:
+        """One polygon ``[[x, y], ...]`` stands for a list of one."""
+        if isinstance(v, list) and v and isinstance(v[0], list | tuple) and v[0]:
+            if not isinstance(v[0][0], list | tuple):
+                return [v]
+        return v
+
+    @field_validator("mask")
+    @classmethod
+    def _mask(cls, v: list[Polygon]) -> list[Polygon]:
+        for i, polygon in enumerate(v):
+            try:
+                _checked_polygon(polygon)
+            except ValueError as e:
+                raise ValueError(f"polygon {i}: {e}") from None
+        return v
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, v: dict[str, Polygon]) -> dict[str, Polygon]:
+        for name, polygon in v.items():
+            if not re.match(NAME, name):
+                raise ValueError(f"zone name {name!r} must match {NAME}")
+            try:
+                _checked_polygon(polygon)
+            except ValueError as e:
+                raise ValueError(f"zone {name!r}: {e}") from None
+        return v
 
     @field_validator("record_url")
     @classmethod
@@ -203,6 +292,63 @@ class CameraConfig(SourceConfig):
             return None
         fields = {k: getattr(self, k) for k in SourceConfig.model_fields if k != "url"}
         return SourceConfig(**fields, url=self.record_url)
+
+
+# What a camera entry says about its stream rather than about its model: entries that name the same stream (the same
+# `url` with the same credentials) share one connection and one decoder, so these settings are the stream's.
+STREAM_SETTINGS = (
+    *(k for k in SourceConfig.model_fields if k not in ("name", "url", "username", "password", "every_s")),
+    "record_url",
+)
+
+
+def stream_key(camera: SourceConfig) -> str:
+    """What identifies a camera entry's stream: the URL it opens (``url`` with ``username`` and ``password``)."""
+    return camera.stream_url()
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return redact_url(value.get_secret_value())
+    return str(value) if isinstance(value, Path) else repr(value)
+
+
+def _shared_streams(cameras: list[CameraConfig]) -> list[CameraConfig]:
+    """Entries that name one stream share its settings (:data:`STREAM_SETTINGS`): each is what any of them sets it to
+    (or its default); two of them setting one differently is an error, as are entries that name one stream with
+    different credentials."""
+    groups: dict[str, list[int]] = {}
+    for i, camera in enumerate(cameras):
+        groups.setdefault(stream_key(camera), []).append(i)
+    out = list(cameras)
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        merged = {}
+        for setting in STREAM_SETTINGS:
+            given = [cameras[i] for i in members if setting in cameras[i].model_fields_set]
+            for other in given[1:]:
+                a, b = getattr(given[0], setting), getattr(other, setting)
+                if a != b:
+                    raise ValueError(
+                        f"cameras {given[0].name!r} and {other.name!r} share the stream {redact_url(key)} but set "
+                        f"`{setting}` differently ({_shown(a)}, {_shown(b)}): a stream's settings are those of every "
+                        "camera entry that uses it; set it once, or the same on each"
+                    )
+            if given:
+                merged[setting] = getattr(given[0], setting)
+        for i in members:
+            out[i] = cameras[i].model_copy(update=merged)
+    bare: dict[str, str] = {}
+    for key, members in groups.items():
+        seen = bare.setdefault(without_userinfo(key), key)
+        if seen != key:
+            first = cameras[groups[seen][0]].name
+            raise ValueError(
+                f"cameras {first!r} and {cameras[members[0]].name!r} name the stream {without_userinfo(key)} with "
+                "different credentials: entries that name one stream share one connection (give them the same)"
+            )
+    return out
 
 
 class DetectorConfig(Section):
@@ -400,6 +546,11 @@ class AgentConfig(Section):
     webhooks: list[WebhookConfig] = Field(default_factory=list, description="POST events to these URLs")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @field_validator("cameras")
+    @classmethod
+    def _streams(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        return _shared_streams(cameras)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> AgentConfig:
         names = [c.name for c in self.cameras]
@@ -425,11 +576,31 @@ class AgentConfig(Section):
                 raise ValueError(
                     f"camera {cam.name!r}: model {cam.model!r} is not in `models` ({', '.join(self.models)})"
                 )
+            unknown = [z for z in self.events_of(cam).zones or [] if z not in cam.zones]
+            if unknown:
+                where = "its events.zones" if cam.events is not None else "events.zones"
+                have = ", ".join(cam.zones) or "none"
+                raise ValueError(
+                    f"camera {cam.name!r}: {where} names zones it does not have: {unknown} (its zones: {have})"
+                )
         hooks = [self.webhook_name(i) for i in range(len(self.webhooks))]
         dupes = sorted({n for n in hooks if hooks.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate webhook names: {', '.join(dupes)}")
         return self
+
+    def streams(self) -> dict[str, list[CameraConfig]]:
+        """Each stream (by :func:`stream_key`) and the camera entries that use it, in the config's order; the first
+        one's name labels the stream's frame counters."""
+        out: dict[str, list[CameraConfig]] = {}
+        for camera in self.cameras:
+            out.setdefault(stream_key(camera), []).append(camera)
+        return out
+
+    def stream_of(self, camera: CameraConfig) -> list[CameraConfig]:
+        """The camera entries that share ``camera``'s stream (itself among them), in the config's order."""
+        key = stream_key(camera)
+        return [c for c in self.cameras if stream_key(c) == key]
 
     def webhook_name(self, index: int) -> str:
         return self.webhooks[index].name or f"webhook-{index}"

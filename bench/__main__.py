@@ -31,7 +31,7 @@ GPU_ARCHS = "slowfast_r50_4x16,tsn_r50,i3d_r50,slowonly_r50_8x8,slowfast_r50_8x8
 
 
 def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
-    from bench import cpu_backends, decode, e2e, evidence, flow, interp, model, offline
+    from bench import cpu_backends, decode, e2e, evidence, flow, interp, model, offline, regions
 
     o = ["--out", str(out)]
     cores = str(len(os.sched_getaffinity(0)))
@@ -78,6 +78,9 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
             # What evidence costs a camera thread at the summary's K (ring only; ring and a clip), and the ring's
             # memory for a 1080p 4 Mbit/s camera.
             ("evidence", lambda: evidence.main(["--results", str(out), *o])),
+            # A camera thread's CPU per frame of a 1080p25 stream: a region against the whole frame, and four camera
+            # entries sharing the stream (one decode) against one entry and against four streams of their own.
+            ("regions", lambda: regions.main(["--repeats", "3", *o])),
             # The same sweep with one worker (the default: one run over all cores), side by side.
             ("e2e_one_worker", lambda: e2e.main([*sweep, "--workers", "1", *o])),
             # 64 cameras on any machine (on a slow one, far past saturation: most clips are dropped as stale, and

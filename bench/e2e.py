@@ -51,7 +51,7 @@ from agent.live.batcher import piece_rows
 from agent.live.clips import Clip
 from agent.live.sources import Camera, hw_device
 from agent.metrics import Metrics
-from bench.common import DEMO_MODEL, Emitter, ProcessStats, ThreadCpu, percentiles, test_video
+from bench.common import CACHE, DEMO_MODEL, Emitter, ProcessStats, ThreadCpu, percentiles, test_video
 from bench.model import random_batch, runtime_for, time_runs
 
 
@@ -94,7 +94,7 @@ class SyntheticCamera:
 
     shared: dict[tuple, dict[str, np.ndarray]] = {}
 
-    def __init__(self, config, spec, metrics: Metrics) -> None:
+    def __init__(self, config, spec, metrics: Metrics, stream=None) -> None:
         self.config, self.spec, self.metrics = config, spec, metrics
         key = (spec.arch, spec.size, tuple((i.name, i.frames) for i in spec.inputs))
         if key not in SyntheticCamera.shared:  # one clip for every camera: hundreds of cameras, megabytes each
@@ -132,10 +132,28 @@ class SyntheticCamera:
             yield await self._pending.get()
 
 
+def camera_urls(video: Path | None, k: int) -> list[str]:
+    """One URL per camera: K links to the video, since camera entries that name one file would share its decoder
+    (one decode per stream), and each simulated camera is a stream of its own."""
+    if video is None:
+        return [f"synthetic-{i}" for i in range(k)]
+    links = CACHE / "e2e-cameras"
+    links.mkdir(parents=True, exist_ok=True)
+    urls = []
+    for i in range(k):
+        link = links / f"cam{i:03d}{video.suffix}"
+        if link.is_symlink() and link.resolve() != video.resolve():
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(video.resolve())
+        urls.append(str(link))
+    return urls
+
+
 def agent_config(args: argparse.Namespace, k: int, video: Path | None, label: str) -> dict:
-    url = str(video) if video else "synthetic"
+    urls = camera_urls(video, k)
     cameras = [
-        {"name": f"cam{i:03d}", "url": url, "loop": True, "realtime": not args.fast, "every_s": args.every}
+        {"name": f"cam{i:03d}", "url": urls[i], "loop": True, "realtime": not args.fast, "every_s": args.every}
         | {"hwaccel": args.hwaccel}
         | ({"decode_threads": args.decode_threads} if args.decode_threads else {})
         for i in range(k)

@@ -90,6 +90,20 @@ def tables(records: list[dict]) -> str:
         for method, threads in runs:
             values = [cell.get((s, "flow", method, threads), {}).get("ms_per_field", "") for s in sizes]
             out.append(f"| flow {method}, {threads} thread(s) | " + " | ".join(map(str, values)) + " |")
+    regions = [r for r in records if r["bench"] == "regions"]
+    if regions:
+        out += ["| regions variant | streams | entries | µs of CPU per stream frame (runs) |", "|---|---|---|---|"]
+        out += [
+            f"| {r['variant']} | {r['streams']} | {r['entries']} | {r['cpu_us_per_stream_frame']} "
+            f"({', '.join(map(str, r['runs']))}) |"
+            for r in regions
+        ]
+        out += [
+            f"| summary | | | region/full {r['region_vs_full']}, shared 4/one {r['shared_4_vs_one']}, "
+            f"separate 4/one {r['separate_4_vs_one']} |"
+            for r in records
+            if r["bench"] == "regions_summary"
+        ]
         out.append("")
     interp = [r for r in records if r["bench"] == "interp"]
     if interp:

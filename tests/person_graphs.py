@@ -136,3 +136,46 @@ def box_scorer(
         inits,
     )
     return _save(graph, path, {METADATA_KEY: spec.to_json()})
+
+
+def bright_object_detector(path: Path, threshold: int = 200) -> Path:
+    """A detector that finds the one bright object on a dark frame from its pixels: the bounding box of the pixels
+    whose brightest channel is above ``threshold``, YOLO-style ``[1, 1, 6]`` (score 1, class 0; score 0 when there is
+    none). Input uint8 ``[1, H, W, 3]`` of any size (fed the key frame as the model sees it)."""
+    c = lambda name, value, dtype=np.int64: numpy_helper.from_array(np.asarray(value, dtype=dtype), name)  # noqa: E731
+    inits = [
+        c("threshold", float(threshold), np.float32),
+        c("axis_h", [1]),
+        c("axis_w", [2]),
+        c("axis_c", [3]),
+        c("one", 1.0, np.float32),
+        c("zero_class", [0.0], np.float32),
+        c("shape_out", [1, 1, 6]),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["image_f", "axis_c"], ["brightest"], keepdims=0),  # [1, H, W]
+        helper.make_node("Greater", ["brightest", "threshold"], ["lit_b"]),
+        helper.make_node("Cast", ["lit_b"], ["lit"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["lit", "axis_h"], ["cols"], keepdims=0),  # [1, W]
+        helper.make_node("ReduceMax", ["lit", "axis_w"], ["rows"], keepdims=0),  # [1, H]
+        helper.make_node("ArgMax", ["cols"], ["x1_i"], axis=1, keepdims=0),
+        helper.make_node("ArgMax", ["cols"], ["x2_i"], axis=1, keepdims=0, select_last_index=1),
+        helper.make_node("ArgMax", ["rows"], ["y1_i"], axis=1, keepdims=0),
+        helper.make_node("ArgMax", ["rows"], ["y2_i"], axis=1, keepdims=0, select_last_index=1),
+        helper.make_node("ReduceMax", ["cols"], ["score"], keepdims=1),  # [1, 1]: 1 when anything is lit
+        *[helper.make_node("Cast", [f"{v}_i"], [f"{v}_f"], to=TensorProto.FLOAT) for v in ("x1", "x2", "y1", "y2")],
+        helper.make_node("Add", ["x2_f", "one"], ["x2_end"]),  # the pixel's far edge
+        helper.make_node("Add", ["y2_f", "one"], ["y2_end"]),
+        helper.make_node("Reshape", ["score", "axis_h"], ["score_1"]),
+        helper.make_node("Concat", ["x1_f", "y1_f", "x2_end", "y2_end", "score_1", "zero_class"], ["row"], axis=0),
+        helper.make_node("Reshape", ["row", "shape_out"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bright_object",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, "H", "W", 3])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 1, 6])],
+        inits,
+    )
+    return _save(graph, path)

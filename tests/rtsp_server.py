@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -132,3 +134,74 @@ def _wait_listening(port: int, timeout: float) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class RtspProxy:
+    """A TCP proxy in front of an RTSP server that counts what its clients ask: ``requests[method]`` for each RTSP
+    request (``DESCRIBE``, ``SETUP``, ``PLAY``, ...) that reached the server, and ``sessions``, connections that it
+    relayed. A connection that finds the server down is closed before anything is read. RTP over UDP (the server's
+    only transport) goes straight between the server and the client."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.sessions = 0
+        self.requests: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._open: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="rtsp-proxy")
+        self._thread.start()
+
+    def url(self, path: str = "cam1") -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{path}"
+
+    def count(self, method: str) -> int:
+        with self._lock:
+            return self.requests.get(method, 0)
+
+    def close(self) -> None:
+        self._listener.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self.sessions += 1
+                self._open += [client, server]
+            threading.Thread(target=self._relay, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._relay, args=(server, client, False), daemon=True).start()
+
+    def _relay(self, src: socket.socket, dst: socket.socket, requests: bool) -> None:
+        pending = b""
+        try:
+            while data := src.recv(65536):
+                if requests:
+                    pending += data
+                    *lines, pending = pending.split(b"\r\n")
+                    for line in lines:
+                        method, _, rest = line.partition(b" ")
+                        if rest.endswith(b"RTSP/1.0") and method.isupper():
+                            with self._lock:
+                                name = method.decode()
+                                self.requests[name] = self.requests.get(name, 0) + 1
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)

@@ -4,6 +4,8 @@ Everything that can be wrong in the configuration or a model file fails in :meth
 starts. After that, one camera's or one model's failure never stops the others.
 
 The collaborators are passed in (``runtimes``, ``sink``, ``camera_factory``); by default they come from the config.
+Camera entries that name the same stream get one :class:`agent.live.sources.Stream` (one connection, one decoder),
+which the factory is handed with each entry's config.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import av
 
-from agent.config import AgentConfig, CameraConfig
+from agent.config import AgentConfig, CameraConfig, stream_key
 from agent.errors import ConfigError
 from agent.flow import cv2_module
 from agent.fusion import Fusion
@@ -30,14 +32,14 @@ from agent.live.people import IouTracker, PersonDetector, open_detector
 from agent.live.pipelines import CameraPipeline, ClipScoring, FusedScoring, PersonScoring, Scoring
 from agent.live.runtime import ModelRuntime
 from agent.live.sinks import MqttSink, Sink, StdoutSink
-from agent.live.sources import Camera
+from agent.live.sources import Camera, Stream
 from agent.live.webhooks import Webhooks
 from agent.metrics import Metrics
 from agent.spec import ModelSpec
 
 log = logging.getLogger("actionstream")
-# config, the spec of its model (a fused camera: of each model, by name), metrics → the camera
-CameraFactory = Callable[[CameraConfig, ModelSpec | Mapping[str, ModelSpec], Metrics], Camera]
+# config, the spec of its model (a fused camera: of each model, by name), metrics, its stream → the camera
+CameraFactory = Callable[[CameraConfig, ModelSpec | Mapping[str, ModelSpec], Metrics, Stream], Camera]
 CAMERA_STATS = {  # key in the stats JSON → counter
     "frames_decoded": "actionstream_frames_decoded_total",
     "frames_sampled": "actionstream_frames_sampled_total",
@@ -73,6 +75,8 @@ class Agent:
         self._batchers: dict[str, Batcher] = {}
         self._sink_in_use: Sink | None = None
         self._started: float | None = None  # monotonic, once the cameras started
+        self._groups = config.streams()  # the camera entries of each stream
+        self._first_of = {c.name: group[0].name for group in self._groups.values() for c in group}
 
     def load(self) -> None:
         """Open every model (fatal problems raise here, before anything starts) and warm it up."""
@@ -97,6 +101,7 @@ class Agent:
             if detector is not None:
                 self.detectors[name] = detector
                 log.info("model %s: person detector %s (%s outputs)", name, detector.config.path, detector.layout)
+        check_zones(self.config, {name: runtime.spec for name, runtime in self.runtimes.items()})
         for camera in self.config.cameras:
             spec = self.runtimes[self.config.model_of(camera)].spec
             self._fusion(camera)  # fused models must all be clip models with the same labels
@@ -132,8 +137,9 @@ class Agent:
             hooks = [(self.config.webhook_name(i), w) for i, w in enumerate(self.config.webhooks)]
             webhooks = await stack.enter_async_context(Webhooks(hooks, self.metrics)) if hooks else None
             batchers = self._batchers = {name: Batcher(rt, self.metrics) for name, rt in self.runtimes.items()}
+            shared: dict[str, Stream] = {}
             pipelines = self._pipelines = [
-                self._wire(camera, batchers, sink, evidence, webhooks) for camera in self.config.cameras
+                self._wire(camera, batchers, sink, evidence, webhooks, shared) for camera in self.config.cameras
             ]
             if evidence is not None:
                 evidence.sink = sink
@@ -174,13 +180,21 @@ class Agent:
         sink: Sink,
         evidence: Evidence | None = None,
         webhooks: Webhooks | None = None,
+        streams: dict[str, Stream] | None = None,
     ) -> CameraPipeline:
-        """A camera's pipeline, with the scoring behaviour its model(s) call for."""
+        """A camera's pipeline, with the scoring behaviour its model(s) call for; its stream from ``streams`` (by
+        :func:`agent.config.stream_key`), made for the first entry that names it."""
         model = self.config.model_of(config)
         batcher, spec = batchers[model], self.runtimes[model].spec
         models = self.config.models_of(config)
         specs = {m: self.runtimes[m].spec for m in models}
-        camera = self.camera_factory(config, specs if config.fusion is not None else spec, self.metrics)
+        streams = {} if streams is None else streams
+        key = stream_key(config)
+        stream = streams.get(key)
+        if stream is None:
+            group = self._groups.get(key) or [config]
+            stream = streams[key] = Stream(group[0], self.metrics, cameras=[c.name for c in group])
+        camera = self.camera_factory(config, specs if config.fusion is not None else spec, self.metrics, stream)
         if evidence is not None:
             evidence.attach(config, camera)
         events = self.config.events_of(config)
@@ -204,7 +218,7 @@ class Agent:
         else:
             people = IouTracker(min_iou=detector.config.min_iou, lost_after_s=detector.config.lost_after_s)
             person_events = PersonEvents(
-                camera=config.name, model=model, labels=spec.labels, config=events, run=self.run_id
+                camera=config.name, model=model, labels=spec.labels, config=events, run=self.run_id, zones=config.zones
             )
             scoring = PersonScoring(batcher, person_events, detector, people, self.metrics)
         pipeline = CameraPipeline(camera, scoring, sink, evidence=evidence, webhooks=webhooks)
@@ -282,7 +296,10 @@ class Agent:
                 cameras = {
                     p.name: {
                         "up": p.camera.up,
-                        **{key: totals.get((metric, p.name), 0.0) for key, metric in CAMERA_STATS.items()},
+                        **{
+                            key: totals.get((metric, self._counted_as(p.name, metric)), 0.0)
+                            for key, metric in CAMERA_STATS.items()
+                        },
                         "active": sorted(label for label, on in p.tracker.active().items() if on),
                     }
                     for p in pipelines
@@ -293,6 +310,10 @@ class Agent:
                 sink.publish_stats({"time": round(time.time(), 3), "cameras": cameras, "models": models})
             except Exception:
                 log.exception("stats: not published this time")
+
+    def _counted_as(self, camera: str, metric: str) -> str:
+        """The camera name a camera's counter is under: a stream's frames under its first entry's."""
+        return self._first_of.get(camera, camera) if metric == CAMERA_STATS["frames_decoded"] else camera
 
     def _totals(self) -> dict[tuple[str, str], float]:
         """(sample name, camera or model) → value, for the counters the stats report."""
@@ -309,6 +330,17 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     """The first of a task group's errors (a model that kept failing, say), to be raised on its own."""
     first = group.exceptions[0]
     return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def check_zones(config: AgentConfig, specs: dict[str, ModelSpec]) -> None:
+    """Zones are where people stand: a camera whose model scores whole clips may not have any (ConfigError)."""
+    for camera in config.cameras:
+        model = config.model_of(camera)
+        if camera.zones and specs[model].task != "person":
+            raise ConfigError(
+                f"camera {camera.name!r}: zones need a person model (task: person); model {model!r} "
+                f"({config.models[model].path}) scores whole clips: remove `zones` (or use `region`)"
+            )
 
 
 def ready_within(spec: ModelSpec, cameras: list[CameraConfig]) -> float:

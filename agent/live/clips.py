@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.geometry import FULL, Box
 from agent.spec import ModelSpec
 
 # Timestamps are floats: an instant a rounding error before a frame still selects that frame.
@@ -59,6 +60,7 @@ class Clip:
     received_mono: float | None = None  # the same instant on the monotonic clock (None: not known)
     frame: Any = None  # the newest frame as decoded, at the stream's full resolution (evidence snapshots)
     model: str | None = None  # the model it is for, when its camera feeds several (fusion)
+    region: Box = FULL  # the part of the upright frame the inputs show (cameras[].region, rounded to pixels)
 
 
 @dataclass

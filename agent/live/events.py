@@ -29,7 +29,11 @@ runs apart (without one, ``"{camera}-{seq:06d}"``); ``action_id`` is the ``id`` 
 events of one update come in label order. :class:`Event` is the message every sink publishes.
 
 Person models: :class:`PersonEvents` keeps one such tracker per (person id, label) with the same hysteresis; a
-person's events carry ``person`` and ``box``. A person the IoU tracker has lost ends their actions, as a stream
+person's events carry ``person``, ``box`` (normalised to the camera's whole upright frame) and ``zones``: the
+camera's zones (``cameras[].zones``) that the bottom centre of the box is inside. With ``events.zones`` only people
+inside one of the named zones count: a person elsewhere scores 0 for every label, so nobody starts an action outside
+them, and an action whose person leaves them ends like any other whose scores fell, after ``end_after_s`` below
+``end_threshold`` (unless they come back first). A person the IoU tracker has lost ends their actions, as a stream
 going down ends a camera's.
 """
 
@@ -37,13 +41,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from agent.config import EventsConfig
+from agent.geometry import Polygon, zones_of
 
 if TYPE_CHECKING:
     from agent.live.people import Box, Person
@@ -76,7 +81,8 @@ class Event:
     received_at: float  # wall-clock receive time of the clip's newest frame
     inference_ms: float
     person: int | None = None  # person models: the tracked person's id
-    box: Box | None = None  # their latest box, normalised x1, y1, x2, y2
+    box: Box | None = None  # their latest box, normalised x1, y1, x2, y2 in the whole frame
+    zones: tuple[str, ...] | None = None  # person models: the camera's zones they stand in
     from_clip: bool = True  # False: an end that no clip caused (the stream went down, the agent stopped)
     evidence: dict[str, str | None] | None = None  # evidence on: URL paths of the snapshot and the clip (or None)
 
@@ -107,6 +113,7 @@ class Event:
                 "seq": self.seq,
             }
             | person
+            | ({} if self.zones is None else {"zones": list(self.zones)})
             | ({} if self.evidence is None else {"evidence": dict(self.evidence)})
         )
 
@@ -181,6 +188,7 @@ class EventTracker:
         ]
         self.person: int | None = person
         self.box: Box | None = None
+        self.zones: tuple[str, ...] | None = None
         self._next_seq = next_seq or itertools.count(1).__next__  # shared by a camera's person trackers
         self._id_prefix = f"{camera}-{run}" if run else camera
         self._clock = -math.inf  # latest event-clock (wall) time seen
@@ -302,18 +310,29 @@ class EventTracker:
             inference_ms=clip.inference_ms,
             person=self.person,
             box=self.box,
+            zones=self.zones,
             from_clip=from_clip,
         )
 
 
 class PersonEvents:
     """One camera's per-person action state: an :class:`EventTracker` per tracked person, sharing the camera's
-    ``seq``. Same interface as a tracker, except that :meth:`update` takes one score row per person."""
+    ``seq``. Same interface as a tracker, except that :meth:`update` takes one score row per person. ``zones``: the
+    camera's zones (see the module docstring)."""
 
     def __init__(
-        self, *, camera: str, model: str, labels: Sequence[str], config: EventsConfig, run: str | None = None
+        self,
+        *,
+        camera: str,
+        model: str,
+        labels: Sequence[str],
+        config: EventsConfig,
+        run: str | None = None,
+        zones: Mapping[str, Polygon] | None = None,
     ) -> None:
         self.camera, self.model, self.labels, self.config, self.run = camera, model, list(labels), config, run
+        self.zones = dict(zones or {})
+        self.only = None if config.zones is None else set(config.zones)  # events.zones
         self._next_seq = itertools.count(1).__next__
         self.people: dict[int, EventTracker] = {}
 
@@ -329,8 +348,9 @@ class PersonEvents:
         inference_ms: float = 0.0,
         monotonic: float | None = None,
     ) -> list[Event]:
-        """Feed one clip: ``scores[i]`` belongs to ``people[i]``; ``lost`` people end their actions. People not in
-        this clip but not lost keep their state (a missed detection does not end an action)."""
+        """Feed one clip: ``scores[i]`` belongs to ``people[i]`` (boxes normalised to the whole frame); ``lost``
+        people end their actions. People not in this clip but not lost keep their state (a missed detection does not
+        end an action). With ``events.zones``, a person outside them scores 0 (see the module docstring)."""
         if len(scores) != len(people):
             raise ValueError(f"camera {self.camera!r}: {len(scores)} score rows for {len(people)} people")
         events = []
@@ -347,6 +367,9 @@ class PersonEvents:
                     run=self.run,
                 )
             tracker.box = person.box
+            tracker.zones = tuple(zones_of(person.box, self.zones))
+            if self.only is not None and self.only.isdisjoint(tracker.zones):
+                row = np.zeros_like(row)  # not where events are watched for: no evidence of anything
             events += tracker.update(
                 row,
                 clip_start=clip_start,

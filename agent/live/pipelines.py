@@ -35,6 +35,7 @@ import numpy as np
 
 from agent.errors import InferenceError
 from agent.fusion import Fusion
+from agent.geometry import FULL, to_frame
 from agent.live.batcher import Batcher, Scored
 from agent.live.clips import Clip
 from agent.live.events import Event, EventTracker, PersonEvents, Tracker, tracked_labels
@@ -224,8 +225,11 @@ class PersonScoring:
     def apply(self, work: Work, scored: Scored) -> list[Event]:
         clip = work.clip
         assert work.people is not None and work.lost is not None
+        people = work.people
+        if clip.region != FULL:  # boxes of the region the model saw → of the whole frame (events, zones)
+            people = [Person(p.id, to_frame(p.box, clip.region), p.score) for p in people]
         return self.tracker.update(
-            work.people,
+            people,
             scored.scores,
             lost=work.lost,
             clip_start=clip.start,

@@ -8,6 +8,13 @@ Hardware decoding (``hwaccel``): NVDEC through PyAV's hwaccel, frames copied bac
 ones are then converted). Whether the device works is probed once per process; when it does not, cameras decode
 in software and say so once.
 
+One decode per stream: camera entries that name the same stream (:func:`agent.config.stream_key`) share one
+:class:`Stream`: one connection, one thread, one decoder. Each decoded frame is handed to every entry (a
+:class:`Camera`: its own region, mask, model, clip buffer and ``every_s``), which converts only the frames its clips
+sample. The stream's reconnects and status are every entry's (``stream_up`` and ``stream_reconnects_total`` are set
+for each entry's name); frames are decoded, and counted in ``frames_decoded_total``, once, under the name of the
+stream's first entry.
+
 Watchdog: PyAV's read timeout interrupts a blocked read; a stream that keeps sending packets but yields no frame
 for ``stall_s`` is closed too. Either way the source reconnects with exponential backoff and jitter; the backoff
 starts afresh only after the stream stayed up for :data:`STABLE_S`, so a camera that accepts, sends a few frames and
@@ -17,23 +24,22 @@ drops is not redialled every second.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import av
 from av.codec.hwaccel import HWAccel
-from av.video.reformatter import VideoReformatter
 
 from agent.config import SourceConfig
-from agent.frames import BestEffortTimestamp, to_model_rgb
+from agent.frames import BestEffortTimestamp, Converter
 from agent.live.clips import Clip, ClipBuffer
 from agent.live.flowclips import FlowBuffer
 from agent.metrics import Metrics
@@ -127,7 +133,9 @@ class _Throttle:
 
 
 class FrameSource:
-    """Decodes one camera in a background thread and hands every frame to ``sink``."""
+    """Decodes one stream in a background thread and hands every frame to ``sink``. ``cameras``: the names of the
+    camera entries that use the stream (default: ``config.name``); its status and reconnects are set for each of
+    them, its frames counted under the first."""
 
     def __init__(
         self,
@@ -138,8 +146,11 @@ class FrameSource:
         next_clip_t: Callable[[], float | None] = lambda: None,
         *,
         decode: bool = True,
+        cameras: Sequence[str] | None = None,
     ) -> None:
         self.config, self.sink, self.metrics, self.on_reset = config, sink, metrics, on_reset
+        self.cameras = list(cameras or [config.name])
+        self.name = ", ".join(self.cameras)  # in logs
         self.decode = decode  # False: read packets for the tap only (an evidence stream), decode nothing
         self.taps: list[PacketTap] = []
         self.next_clip_t = next_clip_t  # stream time of the frame the next clip waits for (see _Pacer)
@@ -156,12 +167,15 @@ class FrameSource:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
         self._throttle = _Throttle()
-        self._labels = {"camera": config.name}
+        self._labels = {"camera": self.cameras[0]}  # the stream's own counters: under its first entry's name
         self._decoded = metrics.frames_decoded.labels(**self._labels)  # bound once: these count every frame
-        self.hw_device = hw_device(config.hwaccel, config.name)
+        self._up = [metrics.stream_up.labels(camera=name) for name in self.cameras]
+        self._reconnects = [metrics.stream_reconnects.labels(camera=name) for name in self.cameras]
+        self.hw_device = hw_device(config.hwaccel, self.name)
 
     def start(self) -> None:
-        self.metrics.stream_up.labels(**self._labels).set(0)
+        for gauge in self._up:
+            gauge.set(0)
         self._thread.start()
 
     def stop(self) -> None:
@@ -189,7 +203,7 @@ class FrameSource:
                     break
                 if self.is_file and not self.config.loop:
                     self.finished = True
-                    log.info("camera %s: end of file", self.config.name)
+                    log.info("camera %s: end of file", self.name)
                     break
                 if self.is_file:
                     attempt = 0
@@ -209,7 +223,7 @@ class FrameSource:
             if self._throttle(attempt):
                 log.warning(
                     "camera %s (%s): %s; reconnect attempt %d in %.1f s",
-                    self.config.name,
+                    self.name,
                     self.redact.safe,
                     reason,
                     attempt,
@@ -344,16 +358,19 @@ class FrameSource:
         if not self.up:
             self.up = True
             self._up_since = time.monotonic()
-            self.metrics.stream_up.labels(**self._labels).set(1)
+            for gauge in self._up:
+                gauge.set(1)
             if self._ever_up:
-                self.metrics.stream_reconnects.labels(**self._labels).inc()
+                for counter in self._reconnects:
+                    counter.inc()
             self._ever_up = True
-            log.info("camera %s (%s): stream up", self.config.name, self.redact.safe)
+            log.info("camera %s (%s): stream up", self.name, self.redact.safe)
 
     def _set_down(self) -> None:
         if self.up:
             self.up = False
-            self.metrics.stream_up.labels(**self._labels).set(0)
+            for gauge in self._up:
+                gauge.set(0)
 
 
 class _Pacer:
@@ -440,8 +457,61 @@ class _Pacer:
         return lag if self.fresh_at is None else min(lag, max(0.0, now - self.fresh_at))
 
 
+class Stream:
+    """One stream decoded once for every camera entry that names it (see the module docstring): its
+    :class:`FrameSource` hands each frame to each entry, restarts their clip buffers together, and reads the next
+    frame as soon as any entry's next clip waits for it. Its thread runs while any entry is entered."""
+
+    def __init__(self, config: SourceConfig, metrics: Metrics, cameras: Sequence[str] | None = None) -> None:
+        self.entries: list[Camera] = []
+        self.source = FrameSource(
+            config, self._on_frame, metrics, on_reset=self._reset, next_clip_t=self._next_clip_t, cameras=cameras
+        )
+        self._users = 0
+
+    def add(self, camera: Camera) -> None:
+        self.entries.append(camera)
+
+    def open(self) -> None:
+        """An entry starts: the first one starts the thread."""
+        self._users += 1
+        if self._users == 1:
+            self.source.start()
+
+    def close(self, camera: Camera) -> bool:
+        """An entry stops (it gets no more frames); True when it was the last one (the thread is told to stop)."""
+        self.entries = [e for e in self.entries if e is not camera]  # a new list: the thread may be iterating
+        self._users -= 1
+        if self._users == 0:
+            self.source.stop()
+            return True
+        return False
+
+    def _on_frame(self, frame: av.VideoFrame, t: float, received: float, received_mono: float) -> None:  # source
+        for entry in self.entries:
+            entry._on_frame(frame, t, received, received_mono)
+
+    def _reset(self) -> None:
+        for entry in self.entries:
+            entry.reset()
+
+    def _next_clip_t(self) -> float | None:
+        """The stream time of the frame the next clip of any entry ends at (None while any entry has no frame)."""
+        due: float | None = None
+        for entry in self.entries:
+            t = entry.next_clip_t()
+            if t is None:
+                return None
+            due = t if due is None else min(due, t)
+        return due
+
+
 class Camera:
-    """One camera as an async context manager: ``async for clip in camera.clips()`` at the camera's cadence.
+    """One camera entry as an async context manager: ``async for clip in camera.clips()`` at the entry's cadence.
+
+    Its frames come from ``stream`` (shared with the other entries that name it), or from a stream of its own. Each
+    sampled frame is converted for the entry's model: its ``region`` cut out, resized and cropped, its ``mask``
+    filled (:class:`agent.frames.Converter`); each clip carries the region it shows.
 
     The consumer always gets the newest clip: when it is slower than the camera, the older pending clip is
     dropped and counted (``frames_dropped_total{reason="stale_clip"}``). A file played as fast as it decodes
@@ -453,11 +523,31 @@ class Camera:
     frames (:class:`agent.live.flowclips.FlowBuffer`): its flow is computed later, in the camera's flow thread.
     """
 
-    def __init__(self, config: SourceConfig, spec: ModelSpec | Mapping[str, ModelSpec], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: SourceConfig,
+        spec: ModelSpec | Mapping[str, ModelSpec],
+        metrics: Metrics,
+        stream: Stream | None = None,
+    ) -> None:
         specs: dict[str | None, ModelSpec] = {None: spec} if isinstance(spec, ModelSpec) else dict(spec.items())
         self.config, self.spec, self.metrics = config, next(iter(specs.values())), metrics
-        self.buffers = {name: self._buffer(one) for name, one in specs.items()}
-        self.source = FrameSource(config, self._on_frame, metrics, on_reset=self._reset, next_clip_t=self._next_clip_t)
+        region, mask = getattr(config, "region", None), getattr(config, "mask", [])
+        # One converter per model (each its own size), used by the source thread only. A flow model's frames are
+        # of the whole region, not cropped: its flow is computed on them and cropped after.
+        self.converters = {
+            name: Converter(one, region=region, mask=mask, threads=1, crop=one.flow_input is None)
+            for name, one in specs.items()
+        }
+        self.buffers: dict[str | None, ClipBuffer | FlowBuffer] = {
+            name: (FlowBuffer if one.flow_input is not None else ClipBuffer)(
+                one, self.converters[name], camera=config.name, every_s=config.every_s
+            )
+            for name, one in specs.items()
+        }
+        self.stream = stream or Stream(config, metrics)
+        self.stream.add(self)
+        self.source = self.stream.source
         self._labels = {"camera": config.name}
         self._sampled = metrics.frames_sampled.labels(**self._labels)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -470,30 +560,19 @@ class Camera:
         self.fps = 0.0  # decoded frames per second, over the last few seconds
         self._fps_window = (0.0, 0)  # (monotonic start, frames since)
 
-    def _buffer(self, spec: ModelSpec) -> ClipBuffer | FlowBuffer:
-        reformatter = VideoReformatter()  # used by the source thread only; one per buffer (each its own size)
-        crop = spec.crop_size if spec.flow_input is None else None  # flow: of the whole frame, cropped after
-        convert = functools.partial(self._convert, spec, reformatter, crop)
-        kind = FlowBuffer if spec.flow_input is not None else ClipBuffer
-        return kind(spec, convert, camera=self.config.name, every_s=self.config.every_s)
-
-    @staticmethod
-    def _convert(spec: ModelSpec, reformatter: VideoReformatter, size: int | None, frame: av.VideoFrame):
-        return to_model_rgb(
-            frame,
-            resize_short=spec.resize_short,
-            size=size,
-            reformatter=reformatter,
-            threads=1,
-            resize_to=spec.resize_to,
-        )
-
-    def _reset(self) -> None:
+    def reset(self) -> None:  # source
         for buffer in self.buffers.values():
             buffer.reset()
 
-    def _next_clip_t(self) -> float | None:
-        return min((t for b in self.buffers.values() if (t := b.next_clip_t()) is not None), default=None)
+    def next_clip_t(self) -> float | None:  # source
+        """The stream time of the frame the next clip of any of its models ends at (None before the first frame)."""
+        due: float | None = None
+        for buffer in self.buffers.values():
+            t = buffer.next_clip_t()
+            if t is None:
+                return None
+            due = t if due is None else min(due, t)
+        return due
 
     def _on_frame(self, frame: av.VideoFrame, t: float, received: float, received_mono: float) -> None:  # source
         self.latest = (frame, received)
@@ -513,7 +592,9 @@ class Camera:
             self._counted[model] = (converted, dropped)
             if clip is not None and self._loop is not None:
                 if model is not None:
-                    clip = dataclasses.replace(clip, model=model)
+                    clip = replace(clip, model=model)
+                if self.converters[model].region is not None:
+                    clip = replace(clip, region=self.converters[model].region_of(frame))
                 if self.paced_by_consumer:
                     while not self._room.wait(0.1) and not self.source.stopping:
                         pass
@@ -535,21 +616,23 @@ class Camera:
 
     async def __aenter__(self) -> Camera:
         self._loop = asyncio.get_running_loop()
-        self.source.start()
+        self.stream.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         """Stops the source and waits for its thread, at most :data:`STOP_S` (a thread stuck opening a stream is
         left behind: it ends with the process). Many cameras stop in parallel: this waits on the event loop, not in
         a thread of its own."""
-        self.source.stop()
+        self._room.set()  # a consumer-paced file's thread may wait for this entry's consumer: no more
+        if not self.stream.close(self):
+            return  # other entries still use the stream
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_S
         while self.source.alive and loop.time() < deadline:
             await asyncio.sleep(0.05)
         if self.source.alive:
             log.warning(
-                "camera %s: its stream is still busy after %.0f s; not waiting for it", self.config.name, STOP_S
+                "camera %s: its stream is still busy after %.0f s; not waiting for it", self.source.name, STOP_S
             )
 
     async def clips(self) -> AsyncIterator[Clip]:

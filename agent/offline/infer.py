@@ -10,6 +10,10 @@ Person models: at each key time, the people (from a proposals file or a detector
 MMAction2's ``demo_spatiotemporal_det.py`` does. The clip for key time ``k`` is centred on it (its middle frame, the
 key frame, is the one at or before ``k``), as MMAction2's AVA sampling centres clips on the annotated timestamp.
 People get ids from the same IoU tracker the agent uses, so one person keeps an id across key times.
+
+``--region``, ``--mask`` and ``--zones`` are a camera's ``region``, ``mask`` and ``zones``: the model (and the
+detector) sees only the region, with the mask filled; person boxes are reported in the whole frame, each with the
+zones their bottom centre is in; ``--annotate`` draws all three.
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-from pydantic import ValidationError
+import yaml
+from pydantic import SecretStr, ValidationError
 
-from agent.config import DetectorConfig, ModelConfig
+from agent.config import CameraConfig, DetectorConfig, ModelConfig
 from agent.errors import ConfigError, VideoError
+from agent.frames import Converter
 from agent.fusion import Fusion
-from agent.live.people import Detection, IouTracker, PersonDetector
+from agent.geometry import FULL, Box, to_frame, to_region, zones_of
+from agent.live.people import Detection, IouTracker, Person, PersonDetector
 from agent.live.runtime import ModelRuntime, box_inputs, rows_per_clip
-from agent.offline.annotate import annotate
+from agent.offline.annotate import Overlays, annotate
 from agent.offline.proposals import Proposals, read_proposals
 from agent.offline.video import frame_times, iter_clips
 from agent.spec import ModelSpec
@@ -48,12 +55,54 @@ def infer(args: argparse.Namespace) -> int:
         ]
     except ValidationError as e:
         raise ConfigError(f"--precision: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    view = camera_view(args)  # before the model opens: a bad flag is the first thing said
     runtimes = [ModelRuntime(f"infer{i}" if len(paths) > 1 else "infer", c) for i, c in enumerate(configs)]
+    if view.zones and any(r.spec.task != "person" for r in runtimes):
+        raise ConfigError(f"--zones: zones need a person model (task: person); {args.model} scores whole clips")
     if len(runtimes) == 1 and runtimes[0].spec.task == "person":
-        return _people(args, runtimes[0])
+        return _people(args, runtimes[0], view)
     if any(r.spec.task == "person" for r in runtimes):
         raise ConfigError("--model: person models are not fused; give one person model alone")
-    return _clips(args, runtimes)
+    return _clips(args, runtimes, view)
+
+
+def camera_view(args: argparse.Namespace) -> CameraConfig:
+    """``--region``, ``--mask`` and ``--zones`` checked as a camera's ``region``, ``mask`` and ``zones`` are (YAML or
+    JSON text, or a file holding it; ``--region`` also as ``x1,y1,x2,y2``)."""
+    given = {}
+    for key in ("region", "mask", "zones"):
+        text = getattr(args, key, None)
+        if text is None:
+            continue
+        path = Path(text)
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--{key}: not valid YAML or JSON ({str(e).splitlines()[0]})") from None
+        if key == "region" and isinstance(value, str) and "," in value:
+            try:
+                value = [float(v) for v in value.split(",")]
+            except ValueError:
+                raise ConfigError(f"--region: expected x1,y1,x2,y2 (numbers), got {text!r}") from None
+        given[key] = value
+    try:
+        return CameraConfig(name="video", url=SecretStr(str(args.video)), **given)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"][1:])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--{err['loc'][0]}{f' ({where})' if where else ''}: {msg}") from None
+
+
+def _converter(spec: ModelSpec, view: CameraConfig) -> Converter:
+    """The camera view's conversion for ``spec`` (a flow model's frames are not cropped: its flow is, after)."""
+    return Converter(spec, region=view.region, mask=view.mask, crop=spec.flow_input is None)
+
+
+def _overlays(view: CameraConfig) -> Overlays:
+    return Overlays(region=view.region, mask=view.mask, zones=view.zones)
 
 
 def _fusion(args: argparse.Namespace, runtimes: list[ModelRuntime]) -> Fusion | None:
@@ -71,12 +120,20 @@ def _fusion(args: argparse.Namespace, runtimes: list[ModelRuntime]) -> Fusion | 
     )
 
 
-def _scores(args, runtime: ModelRuntime, ends: list[float], times: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
-    """One model's scores for the windows ending at ``ends`` (those a damaged file can give): one decoding pass."""
+def _scores(
+    args: argparse.Namespace,
+    runtime: ModelRuntime,
+    ends: list[float],
+    times: np.ndarray,
+    view: CameraConfig | None = None,
+) -> tuple[list[float], list[np.ndarray]]:
+    """One model's scores for the windows ending at ``ends`` (those a damaged file can give): one decoding pass, of
+    ``view``'s region and mask (default: the whole frame)."""
     spec = runtime.spec
     names = [i.name for i in spec.inputs]
     got_ends, rows = [], []
-    windows = iter_clips(args.video, spec, ends, times, flow_method=getattr(args, "flow_method", None))
+    converter = None if view is None else _converter(spec, view)
+    windows = iter_clips(args.video, spec, ends, times, converter, flow_method=getattr(args, "flow_method", None))
     while clips := list(itertools.islice(windows, BATCH)):
         scores = runtime.infer({n: np.stack([c.inputs[n] for c in clips]) for n in names})
         got_ends += [c.end for c in clips]
@@ -84,7 +141,7 @@ def _scores(args, runtime: ModelRuntime, ends: list[float], times: np.ndarray) -
     return got_ends, rows
 
 
-def _clips(args: argparse.Namespace, runtimes: list[ModelRuntime]) -> int:
+def _clips(args: argparse.Namespace, runtimes: list[ModelRuntime], view: CameraConfig) -> int:
     fusion = _fusion(args, runtimes)
     spec = runtimes[0].spec
     span = max(r.spec.span_s for r in runtimes)
@@ -96,7 +153,7 @@ def _clips(args: argparse.Namespace, runtimes: list[ModelRuntime]) -> int:
     timeline: list[dict[str, Any]] = []
     all_scores = []
     t0 = time.perf_counter()
-    each = [_scores(args, r, ends, times) for r in runtimes]
+    each = [_scores(args, r, ends, times, view) for r in runtimes]
     count = min(len(rows) for _, rows in each)  # a damaged file: the windows every model got
     for i in range(count):
         end = each[0][0][i]
@@ -133,7 +190,9 @@ def _clips(args: argparse.Namespace, runtimes: list[ModelRuntime]) -> int:
         args.json.write_text(json.dumps(report | {"top": overall, "timeline": timeline}, indent=1))
         print(f"wrote {args.json}")
     if args.annotate:
-        frames = annotate(Path(args.video), args.annotate, [(w["end"], w["top"]) for w in timeline])
+        frames = annotate(
+            Path(args.video), args.annotate, [(w["end"], w["top"]) for w in timeline], overlays=_overlays(view)
+        )
         print(f"wrote {args.annotate} ({frames} frames)")
     return 0
 
@@ -167,7 +226,7 @@ def key_times(args: argparse.Namespace, first: float, last: float) -> tuple[list
     return [float(t) for t in np.arange(first, last + 1e-6, every)], None
 
 
-def _people(args: argparse.Namespace, runtime: ModelRuntime) -> int:
+def _people(args: argparse.Namespace, runtime: ModelRuntime, view: CameraConfig) -> int:
     spec = runtime.spec
     if not args.proposals and not args.detector:
         raise VideoError(f"{args.model}: a person model needs people: give --proposals FILE or --detector DET.onnx")
@@ -182,7 +241,8 @@ def _people(args: argparse.Namespace, runtime: ModelRuntime) -> int:
     tracker = IouTracker()
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    windows = iter_clips(args.video, spec, [min(k + lead, last) for k in keys], times)  # one decoding pass
+    ends = [min(k + lead, last) for k in keys]
+    windows = iter_clips(args.video, spec, ends, times, _converter(spec, view))  # one decoding pass
     for i in range(0, len(keys), BATCH):
         clips = list(itertools.islice(windows, BATCH))
         if not clips:  # a damaged file's decodable part ended early (iter_clips said so)
@@ -190,22 +250,24 @@ def _people(args: argparse.Namespace, runtime: ModelRuntime) -> int:
         chunk = keys[i : i + len(clips)]
         found: list[list[Detection]] = []
         for k, clip in zip(chunk, clips, strict=True):
-            if proposals is not None:
-                found.append(proposals[k])
+            if proposals is not None:  # boxes of the whole frame → of the region the model sees (those inside it)
+                found.append(_in_region(proposals[k], clip.region))
             else:
                 assert detector is not None
                 frames = clip.inputs[finest.name]
                 found.append(detector.detect(frames[len(frames) // 2]))
         people = [tracker.update(f, k)[0] for k, f in zip(chunk, found, strict=True)]
         scores = _score(runtime, clips, people)
-        for k, persons, rows in zip(chunk, people, scores, strict=True):
-            described = [_person(spec, p, r, args.top_k) for p, r in zip(persons, rows, strict=True)]
+        for k, clip, persons, rows in zip(chunk, clips, people, scores, strict=True):
+            described = [_person(spec, p, r, args.top_k, clip.region, view) for p, r in zip(persons, rows, strict=True)]
             results.append({"time": round(k, 3), "people": described})
     seconds = time.perf_counter() - t0
     for entry in results:
         for p in entry["people"]:
             tops = ", ".join(f"{label} {score:.2f}" for label, score in p["top"][:3])
-            print(f"{entry['time']:8.2f} s  person {p['id']:<3} [{', '.join(f'{v:.2f}' for v in p['box'])}]  {tops}")
+            where = f"  in {', '.join(p['zones']) or 'no zone'}" if "zones" in p else ""
+            box = ", ".join(f"{v:.2f}" for v in p["box"])
+            print(f"{entry['time']:8.2f} s  person {p['id']:<3} [{box}]{where}  {tops}")
     count = sum(len(e["people"]) for e in results)
     print(f"{len(results)} key times, {count} person boxes, {seconds:.2f} s")
     if args.json:
@@ -214,7 +276,7 @@ def _people(args: argparse.Namespace, runtime: ModelRuntime) -> int:
         print(f"wrote {args.json}")
     if args.annotate:
         boxes = [(e["time"], [(p["box"], p["top"]) for p in e["people"]]) for e in results]
-        written = annotate(Path(args.video), args.annotate, [], people=boxes)
+        written = annotate(Path(args.video), args.annotate, [], people=boxes, overlays=_overlays(view))
         print(f"wrote {args.annotate} ({written} frames)")
     return 0
 
@@ -226,10 +288,20 @@ def _score(runtime: ModelRuntime, clips, people) -> list[np.ndarray]:
     if not sum(counts):
         return [np.zeros((0, len(spec.labels)), np.float32) for _ in clips]
     inputs = {i.name: np.stack([c.inputs[i.name] for c in clips]) for i in spec.inputs}
-    inputs |= box_inputs([np.asarray([p.box for p in persons], dtype=np.float32) for persons in people])
+    inputs |= box_inputs([np.asarray([p.box for p in persons], dtype=np.float32).reshape(-1, 4) for persons in people])
     return rows_per_clip(runtime.infer(inputs), counts)
 
 
-def _person(spec: ModelSpec, person, row: np.ndarray, top_k: int) -> dict:
+def _in_region(found: list[Detection], region: Box) -> list[Detection]:
+    if region == FULL:
+        return found
+    inside = [(to_region(box, region), score) for box, score in found]
+    return [(box, score) for box, score in inside if box is not None]
+
+
+def _person(spec: ModelSpec, person: Person, row: np.ndarray, top_k: int, region: Box, view: CameraConfig) -> dict:
+    """A person at a key time: id, box in the whole frame, the zones they stand in (with ``--zones``), top labels."""
     top = [(spec.labels[k], round(float(row[k]), 4)) for k in np.argsort(-row)[:top_k]]
-    return {"id": person.id, "box": [round(v, 4) for v in person.box], "top": top}
+    box = to_frame(person.box, region)
+    zones = {"zones": zones_of(box, view.zones)} if view.zones else {}
+    return {"id": person.id, "box": [round(v, 4) for v in box], **zones, "top": top}

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 from agent.errors import VideoError
 from agent.flow import FlowMaker, chain_indices, grey
-from agent.frames import best_effort_times, to_model_rgb
+from agent.frames import Converter, best_effort_times
+from agent.geometry import FULL, Box
 from agent.live.clips import EPS_S, sample_indices
 from agent.spec import ModelSpec
 
@@ -29,6 +29,7 @@ class Window:
 
     end: float  # seconds, presentation time of the newest frame
     inputs: dict[str, np.ndarray]  # name -> uint8 [T, size, size, 3]
+    region: Box = FULL  # the part of the upright frame the inputs show (``--region``, rounded to pixels)
 
 
 def frame_times(path: str | Path, *, decode: bool = False) -> np.ndarray:
@@ -82,11 +83,16 @@ def _rates(stream: av.video.stream.VideoStream) -> tuple[float, float]:
 
 
 def read_clips(
-    path: str | Path, spec: ModelSpec, ends: list[float] | None = None, *, flow_method: str | None = None
+    path: str | Path,
+    spec: ModelSpec,
+    ends: list[float] | None = None,
+    converter: Converter | None = None,
+    *,
+    flow_method: str | None = None,
 ) -> list[Window]:
     """Clips ending at ``ends`` (seconds; default: one clip ending at the last frame). ``flow_method``: flow models'
     flow made another way than the spec's (``dis``, say)."""
-    return list(iter_clips(path, spec, ends, flow_method=flow_method))
+    return list(iter_clips(path, spec, ends, converter=converter, flow_method=flow_method))
 
 
 class _TimesDiffer(Exception):
@@ -98,12 +104,15 @@ def iter_clips(
     spec: ModelSpec,
     ends: list[float] | None = None,
     times: np.ndarray | None = None,
+    converter: Converter | None = None,
     *,
     flow_method: str | None = None,
 ) -> Iterator[Window]:
     """Clips ending at ``ends``, in that order, from one decoding pass (``times``: :func:`frame_times` of the file,
-    when the caller has it). A converted frame is kept only until the last clip that uses it has been yielded, so
-    with ascending ``ends`` memory stays at a few clips however long the video.
+    when the caller has it). Frames are converted by ``converter`` (a region, a mask; default: the spec's resize and
+    crop of the whole frame; a flow model's frames are not cropped, its flow is). A converted frame is kept only
+    until the last clip that uses it has been yielded, so with ascending ``ends`` memory stays at a few clips however
+    long the video.
 
     When a decoded frame's time differs from ``times`` (the packets promised other frames), the rest is planned
     again from a decoding pass; clips already yielded are checked to be the same under it. A file whose decoder
@@ -114,8 +123,9 @@ def iter_clips(
     ends = [float(times.max())] if ends is None else list(ends)
     done = 0
     maker = FlowMaker(spec, method=flow_method) if spec.flow_input is not None else None
+    converter = converter or Converter(spec, crop=maker is None)  # flow: of the whole frame, cropped after
     try:
-        for clip in _planned_clips(path, spec, ends, times, maker):
+        for clip in _planned_clips(path, spec, ends, times, converter, maker):
             yield clip
             done += 1
         return
@@ -133,7 +143,7 @@ def iter_clips(
             log.warning("%s: only %d of %d frames decode (%s); %d clip(s) after %.3f s skipped",
                         path, len(decoded), len(times), reason, len(skipped), last)  # fmt: skip
             rest = [e for e in rest if e <= last + EPS_S]
-    yield from _planned_clips(path, spec, rest, decoded, maker)
+    yield from _planned_clips(path, spec, rest, decoded, converter, maker)
 
 
 def _picks(spec: ModelSpec, times: np.ndarray, ends: list[float]) -> list[dict[str, np.ndarray]]:
@@ -152,13 +162,18 @@ def _picked_times(spec: ModelSpec, times: np.ndarray, ends: list[float]) -> list
 
 
 def _planned_clips(
-    path: Path, spec: ModelSpec, ends: list[float], times: np.ndarray, maker: FlowMaker | None = None
+    path: Path,
+    spec: ModelSpec,
+    ends: list[float],
+    times: np.ndarray,
+    converter: Converter,
+    maker: FlowMaker | None = None,
 ) -> Iterator[Window]:
     picks = _picks(spec, times, ends)
     needs = [{int(i) for v in p.values() for i in np.ravel(v)} for p in picks]
     last_use = {i: n for n, wanted in enumerate(needs) for i in wanted}  # the last clip (in order) using frame i
     converted: dict[int, np.ndarray] = {}
-    reformatter = VideoReformatter()
+    region = FULL
     done = 0  # clips yielded
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -173,7 +188,7 @@ def _planned_clips(
                     }
                 else:
                     inputs = {k: np.stack([converted[int(i)] for i in v]) for k, v in picks[done].items()}
-                yield Window(end=ends[done], inputs=inputs)
+                yield Window(end=ends[done], inputs=inputs, region=region)
                 for i in needs[done]:
                     if last_use[i] == done:
                         del converted[i]
@@ -186,14 +201,9 @@ def _planned_clips(
             if index >= len(times) or times[index] not in _candidates(frame, index, rate, time_base):
                 raise _TimesDiffer(f"frame {index} is not at {times[min(index, len(times) - 1)]:.6f} s")
             if index in last_use:
-                rgb = to_model_rgb(
-                    frame,
-                    resize_short=spec.resize_short,
-                    size=None if maker is not None else spec.crop_size,  # flow: of the whole frame, cropped after
-                    reformatter=reformatter,
-                    resize_to=spec.resize_to,
-                )
+                rgb = converter(frame)
                 converted[index] = grey(rgb) if maker is not None else rgb
+                region = converter.region_of(frame)
 
 
 def _candidates(frame: av.VideoFrame, index: int, rate: float, time_base: float) -> tuple[float, ...]:

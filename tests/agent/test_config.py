@@ -177,3 +177,128 @@ def test_username_and_password_mistakes_are_one_clear_error(camera, message):
     with pytest.raises(ConfigError, match=message) as error:
         parse_config(_base(**camera))
     assert "cameras.0" in str(error.value) and "pw" not in str(error.value)
+
+
+# -- regions, masks, zones; entries that share a stream ---------------------------------------------------------------
+
+SQUARE = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4], [0.1, 0.4]]
+
+
+def test_region_mask_and_zones_are_read_normalised():
+    config = parse_config(_base(region=[0.1, 0.2, 0.6, 0.9], mask=SQUARE, zones={"door": SQUARE, "bench": SQUARE}))
+    camera = config.cameras[0]
+    assert camera.region == (0.1, 0.2, 0.6, 0.9)
+    assert camera.mask == [[tuple(p) for p in SQUARE]]  # one polygon is a list of one
+    assert parse_config(_base(mask=[SQUARE, SQUARE])).cameras[0].mask == [[tuple(p) for p in SQUARE]] * 2
+    assert list(camera.zones) == ["door", "bench"]
+    plain = parse_config(_base()).cameras[0]
+    assert (plain.region, plain.mask, plain.zones) == (None, [], {})
+
+
+@pytest.mark.parametrize(
+    ("camera", "expected"),
+    [
+        ({"region": [0.5, 0.2, 0.4, 0.9]}, "cameras.0.region: [0.5, 0.2, 0.4, 0.9] is not [x1, y1, x2, y2] with 0 <= "),
+        ({"region": [0.1, 0.2, 0.6, 1.2]}, "cameras.0.region: [0.1, 0.2, 0.6, 1.2] is not [x1, y1, x2, y2]"),
+        ({"region": [0.1, 0.2, 0.6, 0.2]}, "cameras.0.region"),  # no area
+        ({"region": [0.1, 0.2, 0.6]}, "cameras.0.region: expected [x1, y1, x2, y2] (4 numbers), got 3"),
+        ({"region": "left half"}, "cameras.0.region"),
+        ({"mask": [[0, 0], [1, 1]]}, "cameras.0.mask: polygon 0: a polygon needs at least 3 vertices"),
+        ({"mask": [SQUARE, [[0, 0], [0.5, 0.5], [1, 1]]]}, "cameras.0.mask: polygon 1: the polygon"),
+        ({"mask": [[0, 0], [1.5, 0], [1, 1]]}, "cameras.0.mask: polygon 0: vertices outside [0, 1]"),
+        ({"zones": {"door": [[0, 0], [1, 0]]}}, "cameras.0.zones: zone 'door': a polygon needs at least 3"),
+        ({"zones": {"front door": SQUARE}}, "cameras.0.zones: zone name 'front door' must match"),
+        ({"zones": {"door": SQUARE}, "events": {"zones": ["gate"]}}, "its events.zones names zones it does not"),
+    ],
+)
+def test_bad_regions_masks_and_zones_name_the_key(camera, expected):
+    with pytest.raises(ConfigError) as e:
+        parse_config(_base(**camera), "site.yaml")
+    assert expected in str(e.value) and "pw@" not in str(e.value)
+
+
+def test_events_zones_at_the_top_level_must_be_every_cameras():
+    data = _base(zones={"door": SQUARE})
+    data["events"] = {"zones": ["door"]}
+    assert parse_config(data).events_of(parse_config(data).cameras[0]).zones == ["door"]
+    data["cameras"].append({"name": "yard", "url": "rtsp://h/yard"})
+    with pytest.raises(ConfigError, match=r"camera 'yard': events.zones names zones it does not have: \['door'\]"):
+        parse_config(data)
+
+
+def _two(door: dict, yard: dict, url: str = "rtsp://u:pw@h/s") -> dict:
+    return {
+        "cameras": [{"name": "door", "url": url, **door}, {"name": "yard", "url": url, **yard}],
+        "models": {"m": {"path": "m.onnx"}},
+    }
+
+
+def test_entries_that_name_one_stream_share_its_settings():
+    config = parse_config(
+        _two({"transport": "udp", "region": [0, 0, 0.5, 1], "every_s": 0.5}, {"stall_s": 4, "region": [0.5, 0, 1, 1]})
+    )
+    door, yard = config.cameras
+    assert (door.transport, door.stall_s, yard.transport, yard.stall_s) == ("udp", 4, "udp", 4)
+    assert (door.every_s, yard.every_s) == (0.5, 1.0) and door.region != yard.region  # the entries' own
+    assert [c.name for c in config.stream_of(yard)] == ["door", "yard"]
+    assert [[c.name for c in group] for group in config.streams().values()] == [["door", "yard"]]
+    # the same URL through username/password is the same stream
+    same = _two({}, {"url": "rtsp://h/s", "username": "u", "password": "pw"})
+    assert len(parse_config(same).streams()) == 1
+
+
+@pytest.mark.parametrize(
+    ("door", "yard", "message"),
+    [
+        (
+            {"transport": "tcp"},
+            {"transport": "udp"},
+            "share the stream rtsp://u:***@h/s but set `transport` differently",
+        ),
+        ({"hwaccel": "cuda"}, {"hwaccel": "off"}, "set `hwaccel` differently ('cuda', 'off')"),
+        ({"read_timeout_s": 3}, {"read_timeout_s": 4}, "`read_timeout_s`"),
+        ({"record_url": "rtsp://u:pw@h/main"}, {"record_url": "rtsp://u:pw@h/other"}, "(rtsp://u:***@h/main, rtsp://"),
+        ({}, {"url": "rtsp://h/s", "username": "u", "password": "other"}, "with different credentials"),
+    ],
+)
+def test_entries_that_name_one_stream_with_conflicting_settings_are_an_error(door, yard, message):
+    with pytest.raises(ConfigError) as e:
+        parse_config(_two(door, yard), "site.yaml")
+    text = str(e.value)
+    assert text.startswith("site.yaml: cameras: ") and "'door'" in text and "'yard'" in text and message in text
+    assert ":pw@" not in text and ":other@" not in text  # passwords never shown
+
+
+def test_check_shows_regions_masks_zones_and_shared_streams(tmp_path, capsys, tiny_model):
+    data = _two({"region": [0, 0, 0.5, 1], "mask": [SQUARE, SQUARE]}, {"region": [0.5, 0, 1, 1]})
+    data["models"]["m"]["path"] = str(tiny_model)
+    assert cli(["check", "-c", str(_write(tmp_path, data)), "--shards", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "    region [0, 0, 0.5, 1] of the frame\n    mask: 2 polygons, model's mean colour\n" in out
+    assert "    stream shared with yard (one connection, decoded once)" in out
+    assert "    stream shared with door (one connection, decoded once)" in out
+    shards = [line for line in out.splitlines() if line.startswith("  shard ")]
+    assert sum("door, yard" in line for line in shards) == 1  # a stream's entries go to one shard
+
+
+def test_zones_need_a_person_model(tmp_path, capsys, tiny_model):
+    data = _base(zones={"door": SQUARE})
+    data["models"]["m"]["path"] = str(tiny_model)
+    assert cli(["check", "-c", str(_write(tmp_path, data))]) == 2
+    err = capsys.readouterr().err
+    assert "camera 'dock1': zones need a person model (task: person)" in err and err.count("\n") == 1
+
+
+def test_a_streams_entries_run_on_one_shard():
+    from agent.cli import _shard
+
+    names = [f"cam{i}" for i in range(12)]
+    cameras = [{"name": n, "url": f"rtsp://h/{i // 3}"} for i, n in enumerate(names)]  # four streams of three
+    config = parse_config({"cameras": cameras, "models": {"m": {"path": "m.onnx"}}})
+    kept = [[c.name for c in _shard(config, f"{i}/3")[0].cameras] for i in range(3)]
+    assert sorted(n for shard in kept for n in shard) == sorted(names)
+    for shard in kept:
+        streams = {int(n[3:]) // 3 for n in shard}
+        assert sorted(shard, key=lambda n: int(n[3:])) == [
+            f"cam{i}" for s in sorted(streams) for i in range(3 * s, 3 * s + 3)
+        ]

@@ -161,7 +161,15 @@ def test_resolve_errors_name_their_source(env, message):
 
 
 def _config(tmp_path: Path, names: list[str], model: Path, video: Path | None = None, port: int = 0) -> Path:
-    cameras = [{"name": n, "url": str(video or "/dev/null"), "loop": True, "every_s": 0.5} for n in names]
+    """Each camera a stream of its own (entries that name one stream would be sharded together): a link to the
+    video, or a file that is never opened."""
+    urls = []
+    for n in names:
+        url = tmp_path / f"{n}.mp4"
+        if video is not None and not url.is_symlink():
+            url.symlink_to(video)
+        urls.append(str(url))
+    cameras = [{"name": n, "url": url, "loop": True, "every_s": 0.5} for n, url in zip(names, urls, strict=True)]
     data = {
         "models": {"m": {"path": str(model), "max_batch": 4}},
         "cameras": cameras,

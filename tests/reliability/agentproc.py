@@ -193,8 +193,13 @@ EVENTS = {"threshold": 0.1, "end_threshold": 0.05, "min_hits": 1, "update_s": 0.
 
 
 def file_camera(name: str, path: Path, every_s: float = 0.5) -> dict:
-    """A looping file played at its own rate: a live camera without an encoder's CPU cost."""
-    return {"name": name, "url": str(path), "loop": True, "realtime": True, "every_s": every_s}
+    """A looping file played at its own rate: a live camera without an encoder's CPU cost. Each camera reads the
+    file through a link of its own name, so that cameras of one file are separate streams (entries naming one URL
+    share a decoder)."""
+    link = path.with_name(f"{name}-{path.name}")
+    if not link.exists():
+        link.symlink_to(path)
+    return {"name": name, "url": str(link), "loop": True, "realtime": True, "every_s": every_s}
 
 
 def total(agent: AgentProcess, name: str) -> float:

@@ -448,7 +448,7 @@ class _IdleCamera:
     paced_by_consumer = False
     up = True
 
-    def __init__(self, config, spec, metrics) -> None:
+    def __init__(self, config, spec, metrics, stream=None) -> None:
         self.config = config
 
     async def __aenter__(self) -> _IdleCamera:

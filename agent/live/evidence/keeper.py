@@ -78,6 +78,7 @@ class Evidence:
         self.store = Store(config.storage, metrics)
         self.recorders: dict[str, Recorder] = {}
         self.streams: dict[str, EvidenceStream] = {}  # cameras with a record_url
+        self._by_stream: dict[tuple[str, object], tuple[Recorder, EvidenceStream | None]] = {}
         self.sink: Sink | None = None
         self._actions: dict[str, _Action] = {}
         self.pending: dict[str, Future[bytes | None]] = {}  # action_id → its newest snapshot job
@@ -90,26 +91,38 @@ class Evidence:
     # -- wiring ----------------------------------------------------------------------------------------------------
 
     def attach(self, camera_config: CameraConfig, camera: Camera | Any) -> None:
-        """Records this camera: its ``record_url`` stream, else the packets its own source reads."""
+        """Records this camera: its ``record_url`` stream, else the packets its own source reads. Camera entries
+        that share a stream share its recorder (one ring, the longest history any of them needs) and its evidence
+        stream."""
         if not self.settings.clips and not (self.settings.snapshots and camera_config.record_url is not None):
             return
         events = self.config.events_of(camera_config)
         history = self.settings.pre_s + (events.min_hits - 1) * camera_config.every_s + DECIDE_SLACK_S
-        recorder = Recorder(
-            camera_config.name,
-            history_s=history,
-            ring_bytes=int(self.settings.ring_mb * 1e6),
-            max_clip_s=self.settings.max_clip_s,
-            done=self._clip_done,
-        )
         record = camera_config.record_config()
-        if record is not None:
-            self.streams[camera_config.name] = EvidenceStream(record, recorder)
+        source = getattr(camera, "source", None)
+        if record is None and source is None:  # a camera without a stream of its own (tests, benchmarks): no clips
+            return
+        key = ("record", record.stream_url()) if record is not None else ("source", id(source))
+        shared = self._by_stream.get(key)
+        if shared is not None:
+            recorder, evidence_stream = shared
+            recorder.history_s = max(recorder.history_s, history)
         else:
-            source = getattr(camera, "source", None)
-            if source is None:  # a camera without a stream of its own (tests, benchmarks): no clips
-                return
-            source.taps.append(recorder)
+            recorder = Recorder(
+                camera_config.name,
+                history_s=history,
+                ring_bytes=int(self.settings.ring_mb * 1e6),
+                max_clip_s=self.settings.max_clip_s,
+                done=self._clip_done,
+            )
+            evidence_stream = None
+            if record is not None:
+                evidence_stream = EvidenceStream(record, recorder)
+            elif source is not None:
+                source.taps.append(recorder)
+            self._by_stream[key] = (recorder, evidence_stream)
+        if evidence_stream is not None:
+            self.streams[camera_config.name] = evidence_stream
         self.recorders[camera_config.name] = recorder
 
     async def __aenter__(self) -> Evidence:
@@ -123,7 +136,7 @@ class Evidence:
             "on" if self.settings.clips else "off",
             "on" if self.settings.snapshots else "off",
         )
-        for stream in self.streams.values():
+        for stream in self._evidence_streams():
             stream.start()
         self._tasks = [asyncio.create_task(self._sweep(), name="evidence-sweep")]
         await asyncio.wrap_future(self.store.retain(self._busy()))
@@ -132,19 +145,26 @@ class Evidence:
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:
             task.cancel()
-        for stream in self.streams.values():
+        for stream in self._evidence_streams():
             stream.stop()
         loop = asyncio.get_running_loop()
-        for recorder in self.recorders.values():
+        for recorder in self._recorders():
             await loop.run_in_executor(self._clips, recorder.stop)
         self._snapshots.shutdown(wait=False, cancel_futures=False)
         await asyncio.to_thread(self._snapshots.shutdown, wait=True)
         self._clips.shutdown(wait=True)
         deadline = loop.time() + STOP_S
-        for stream in self.streams.values():
+        for stream in self._evidence_streams():
             while stream.source.alive and loop.time() < deadline:
                 await asyncio.sleep(0.05)
         await asyncio.to_thread(self.store.close)
+
+    def _recorders(self) -> list[Recorder]:
+        """Every recorder once (entries that share a stream share one)."""
+        return [recorder for recorder, _ in list(self._by_stream.values())]
+
+    def _evidence_streams(self) -> list[EvidenceStream]:
+        return [stream for _, stream in list(self._by_stream.values()) if stream is not None]
 
     # -- events (the event loop) -----------------------------------------------------------------------------------
 
@@ -197,11 +217,13 @@ class Evidence:
             assert recorder is not None
             final = self.store.path_of(evidence_path("clip", event.camera, event.action_id))
             since = event.start_time - self.settings.pre_s
-            self._clips.submit(self._start_clip, recorder, event.action_id, since, final)
+            self._clips.submit(self._start_clip, recorder, event.action_id, since, final, event.camera)
         return action
 
-    def _start_clip(self, recorder: Recorder, action_id: str, since: float, final: Path) -> None:  # clip worker
-        if not recorder.start(action_id, since, final):
+    def _start_clip(
+        self, recorder: Recorder, action_id: str, since: float, final: Path, camera: str
+    ) -> None:  # clip worker
+        if not recorder.start(action_id, since, final, camera):
             self.metrics.evidence_dropped.labels(kind="clip", reason="no_stream").inc()
 
     # -- snapshots -------------------------------------------------------------------------------------------------
@@ -302,7 +324,7 @@ class Evidence:
 
     def _busy(self) -> frozenset[str]:
         """Actions whose evidence is still being written."""
-        recording = (a for r in list(self.recorders.values()) for a in r.recording)
+        recording = (a for r in self._recorders() for a in r.recording)
         return frozenset([*list(self._actions), *recording])
 
     # -- housekeeping ----------------------------------------------------------------------------------------------
@@ -312,7 +334,7 @@ class Evidence:
         last_retain = loop.time()
         while True:
             await asyncio.sleep(SWEEP_S)
-            for recorder in self.recorders.values():
+            for recorder in self._recorders():
                 self._clips.submit(recorder.sweep)
             if loop.time() - last_retain >= RETAIN_S:
                 last_retain = loop.time()

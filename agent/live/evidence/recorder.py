@@ -78,6 +78,7 @@ class _Clip:
         self, action_id: str, final: Path, stream: av.video.stream.VideoStream, time_base: Fraction, cap: float
     ) -> None:
         self.action_id, self.final = action_id, final
+        self.camera = ""  # the camera entry whose action this is
         self.part = final.with_name(final.name + ".part")
         final.parent.mkdir(parents=True, exist_ok=True)
         self.container = av.open(str(self.part), "w", format="mp4", options={"movflags": "+faststart"})
@@ -182,14 +183,14 @@ class Recorder:
             for action_id, clip in list(self._clips.items()):
                 if received_at > clip.until or received_at > clip.cap:
                     del self._clips[action_id]
-                    finished.append(clip.finish(self.camera, "" if received_at > clip.until else "max_length"))
+                    finished.append(clip.finish(clip.camera, "" if received_at > clip.until else "max_length"))
                     continue
                 try:
                     clip.write(record)
                 except Exception as e:
                     del self._clips[action_id]
                     clip.discard()
-                    finished.append(Finished(self.camera, action_id, None, 0, 0.0, 0.0, f"error: {e}"))
+                    finished.append(Finished(clip.camera, action_id, None, 0, 0.0, 0.0, f"error: {e}"))
         self._report(finished)
 
     def closed(self) -> None:
@@ -229,16 +230,18 @@ class Recorder:
         """Whether the stream is open (a clip started now records)."""
         return self._stream is not None
 
-    def start(self, action_id: str, since: float, final: Path) -> bool:
-        """Opens a clip from the last keyframe at or before ``since`` (the oldest one held, if none is that old);
-        False when the stream is not open (or the file cannot be opened)."""
+    def start(self, action_id: str, since: float, final: Path, camera: str | None = None) -> bool:
+        """Opens a clip from the last keyframe at or before ``since`` (the oldest one held, if none is that old) for
+        ``camera``'s action (default: the recorder's; camera entries that share a stream share its recorder); False
+        when the stream is not open (or the file cannot be opened)."""
         with self._lock:
             if self._stream is None or self._time_base is None or action_id in self._clips:
                 return False
             try:
                 clip = _Clip(action_id, final, self._stream, self._time_base, since + self.max_clip_s)
+                clip.camera = camera or self.camera
             except Exception as e:
-                log.error("camera %s: cannot write clip %s: %s", self.camera, final, e)
+                log.error("camera %s: cannot write clip %s: %s", camera or self.camera, final, e)
                 return False
             ring = list(self._ring)
             keys = [i for i, p in enumerate(ring) if p.keyframe]
@@ -249,7 +252,7 @@ class Recorder:
                     clip.write(p)
             except Exception as e:
                 clip.discard()
-                log.error("camera %s: clip %s: %s", self.camera, final.name, e)
+                log.error("camera %s: clip %s: %s", clip.camera, final.name, e)
                 return False
             self._clips[action_id] = clip
             return True
@@ -269,7 +272,7 @@ class Recorder:
             for action_id, clip in list(self._clips.items()):
                 if min(clip.until, clip.cap) < now - SWEEP_GRACE_S:
                     del self._clips[action_id]
-                    finished.append(clip.finish(self.camera, "" if clip.until <= clip.cap else "max_length"))
+                    finished.append(clip.finish(clip.camera, "" if clip.until <= clip.cap else "max_length"))
         self._report(finished)
 
     def stop(self) -> None:
@@ -314,7 +317,7 @@ class Recorder:
         return newest
 
     def _finish_all(self, reason: str) -> list[Finished]:
-        finished = [clip.finish(self.camera, reason) for clip in self._clips.values()]
+        finished = [clip.finish(clip.camera, reason) for clip in self._clips.values()]
         self._clips.clear()
         return finished
 

@@ -126,3 +126,12 @@ def test_a_failing_pipeline_says_so_once_and_the_other_cameras_go_on(tiny_model,
     ]
     assert "Cam-Pa55word" not in caplog.text
     assert scored, "the good camera's clips were not scored"
+
+
+def test_entries_that_share_a_stream_report_its_frames_in_the_stats():
+    """The stats' frames_decoded of an entry is its stream's, counted once under the stream's first entry."""
+    cameras = [{"name": n, "url": url} for n, url in (("door", "rtsp://h/1"), ("yard", "rtsp://h/1"), ("gate", "/g"))]
+    agent = Agent(parse_config({"cameras": cameras, "models": {"m": {"path": "m.onnx"}}}))
+    frames = "actionstream_frames_decoded_total"
+    assert [agent._counted_as(c, frames) for c in ("door", "yard", "gate")] == ["door", "door", "gate"]
+    assert agent._counted_as("yard", "actionstream_stream_reconnects_total") == "yard"  # every entry's own

@@ -422,8 +422,9 @@ def test_per_person_start_and_end_events():
     assert len({e.id for e in events}) == len(events)
     assert events[1].box == (0.6, 0.1, 0.8, 0.9) and events[3].box == (0.62, 0.1, 0.8200000000000001, 0.9)
     payload = events[1].payload(T0 + 2)
-    assert payload["person"] == 2 and payload["box"] == [0.6, 0.1, 0.8, 0.9]
-    assert set(payload) - {"person", "box"} == set(json.loads(EXAMPLE.replace("start|update|end", "start")))
+    assert payload["person"] == 2 and payload["box"] == [0.6, 0.1, 0.8, 0.9] and payload["zones"] == []
+    assert list(payload)[-3:] == ["person", "box", "zones"]
+    assert set(payload) - {"person", "box", "zones"} == set(json.loads(EXAMPLE.replace("start|update|end", "start")))
     assert "person" not in feed(tracker(), [one(0.9)])[0].payload(T0)  # clip models: no person keys
 
 
@@ -490,3 +491,67 @@ def test_an_end_that_no_clip_caused_has_no_capture_latency():
     feed(tr, [one(0.9)], t0=T0 + 10)
     (closed,) = tr.close(T0 + 12.0)
     assert closed.payload(published_at=T0 + 12.0)["latency_ms"]["capture_to_publish"] is None
+
+
+# Zones: where a person stands (the bottom centre of their box), and events.zones.
+
+ZONES = {
+    "door": [(0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0)],
+    "yard": [(0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0)],
+}
+
+
+def walker(x: float, pid: int = 1):
+    """A person whose feet are at (x + 0.1, 0.9): in the door zone left of 0.4, in the yard right of it."""
+    from agent.live.people import Person
+
+    return Person(pid, (x, 0.1, x + 0.2, 0.9), 0.9)
+
+
+def zoned(**kw):
+    from agent.live.events import PersonEvents
+
+    return PersonEvents(camera=CAM, model="m", labels=LABELS, config=config(**kw), zones=ZONES)
+
+
+def walk(tracker, xs: list[float], score: float = 0.9) -> list[Event]:
+    """Person 1 at each x in turn, one clip a second, label a scoring ``score`` all along."""
+    return feed_people(tracker, [([walker(x)], [one(score)], []) for x in xs])
+
+
+def test_person_events_say_which_zones_the_person_stands_in():
+    events = walk(zoned(update_s=0.5), [0.1, 0.2, 0.5, 0.7, 0.95])  # an update at every clip
+    assert [(e.type, e.zones) for e in events] == [
+        ("start", ("door",)),
+        ("update", ("door",)),
+        ("update", ("yard",)),
+        ("update", ("yard",)),
+        ("update", ()),  # feet at x 1.05: outside both
+    ]
+    assert events[2].payload(T0 + 3)["zones"] == ["yard"]
+    assert [e.zones for e in walk(zoned(update_s=0.5), [0.35, 0.45])] == [("door",), ("yard",)]  # the feet decide
+
+
+def test_events_zones_ignore_people_elsewhere_and_start_when_they_enter():
+    """events.zones [yard]: the person in the door zone never starts anything; entering the yard, they need
+    min_hits clips there."""
+    events = walk(zoned(zones=["yard"], min_hits=2), [0.1, 0.2, 0.3, 0.5, 0.6, 0.7])
+    assert [(e.type, e.zones, round(e.start_time - T0)) for e in events] == [("start", ("yard",), 3)]
+
+
+def test_an_action_that_leaves_the_zones_ends_after_end_after_s():
+    """Started in the yard, the person walks back to the door: outside the yard their scores count as 0, so the
+    action ends end_after_s (2 s) after the first clip outside, unless they come back first."""
+    tracker = zoned(zones=["yard"], end_after_s=2.0, update_s=1000)
+    events = walk(tracker, [0.6, 0.6, 0.2, 0.2, 0.2, 0.2])  # leaves at t2
+    assert [(e.type, e.zones, e.end_time and round(e.end_time - T0)) for e in events] == [
+        ("start", ("yard",), None),
+        ("end", ("door",), 4),  # t2 + 2 s
+    ]
+    back = walk(zoned(zones=["yard"], end_after_s=2.0, update_s=1000), [0.6, 0.2, 0.6, 0.2, 0.2, 0.2, 0.2])
+    assert [(e.type, e.end_time and round(e.end_time - T0)) for e in back] == [("start", None), ("end", 5)]
+
+
+def test_without_events_zones_everyone_counts_wherever_they_are():
+    events = walk(zoned(), [0.2, 0.6, 0.9])
+    assert [(e.type, e.zones) for e in events] == [("start", ("door",))]  # still active in the yard and beyond

@@ -258,3 +258,50 @@ def test_written_files_appear_whole(tmp_path):
     write_file(target, b"x" * 10)
     assert target.read_bytes() == b"x" * 10 and not list(tmp_path.rglob("*.part"))
     assert time.time() - target.stat().st_mtime < 60
+
+
+def test_entries_that_share_a_stream_share_its_ring_and_its_evidence_stream(tmp_path, video):
+    """Two camera entries on one stream: one recorder on the one source (the longest history either needs), one
+    record_url stream; each action's clip is its own camera's."""
+    from agent.config import parse_config
+    from agent.live.evidence.keeper import Evidence
+    from agent.live.sources import Camera, Stream
+    from tests.specs import make_spec
+
+    def keeper(**stream) -> tuple[Evidence, list[Camera]]:
+        url = str(tmp_path / "cam.mp4")
+        cameras = [{"name": "door", "url": url, "every_s": 1.0, **stream}, {"name": "yard", "url": url, "every_s": 3.0}]
+        data = {
+            "cameras": cameras,
+            "models": {"m": {"path": "m.onnx"}},
+            "evidence": {"enabled": True, "pre_s": 2},
+            "storage": {"path": str(tmp_path / "store")},
+        }
+        config, metrics = parse_config(data), Metrics()
+        stream_ = Stream(config.cameras[0], metrics, cameras=["door", "yard"])
+        spec = make_spec([{"name": "clip", "frames": 2, "stride_s": 0.5}])
+        cameras = [Camera(c, spec, metrics, stream_) for c in config.cameras]
+        evidence = Evidence(config, metrics)
+        for c, camera in zip(config.cameras, cameras, strict=True):
+            evidence.attach(c, camera)
+        return evidence, cameras
+
+    evidence, (door, _) = keeper()
+    assert evidence.recorders["door"] is evidence.recorders["yard"] and door.source.taps == [evidence.recorders["door"]]
+    assert evidence.recorders["door"].history_s == 2 + (2 - 1) * 3.0 + 2  # yard's every_s: the longer
+    assert evidence.streams == {}
+    recorded, _ = keeper(record_url="rtsp://u:pw@127.0.0.1:9/main")
+    assert recorded.streams["door"] is recorded.streams["yard"] and len(recorded._evidence_streams()) == 1
+    # a clip of yard's action on the shared recorder is yard's
+    done: list[Finished] = []
+    recorder = Recorder("door", history_s=5.0, ring_bytes=64_000_000, max_clip_s=300, done=done.append)
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        recorder.opened(stream)
+        for i, packet in enumerate(p for p in container.demux(stream) if p.size):
+            recorder.packet(packet, T0 + i / 25)
+            if i == 60:
+                assert recorder.start("yard-run-000001", T0, tmp_path / "yard.mp4", camera="yard")
+        recorder.closed()
+    (finished,) = done
+    assert finished.camera == "yard" and finished.path == tmp_path / "yard.mp4"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
+import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
 from agent.config import SourceConfig
 from agent.live.sources import Camera
 from agent.metrics import Metrics
-from tests.rtsp_server import RtspServer
+from tests.rtsp_server import RtspProxy, RtspServer
 from tests.specs import make_spec
 
 PASSWORD = "s3cr3t-Pa55"
@@ -89,3 +91,74 @@ def test_rtsp_clips_and_reconnects_after_three_restarts(rtsp_server, caplog):
     exposition = generate_latest(metrics.registry).decode()
     assert PASSWORD not in caplog.text and PASSWORD not in exposition
     assert "admin:***@127.0.0.1" in caplog.text  # the redacted form is what gets logged
+
+
+def _entries(url: str) -> list:
+    """Two camera entries on one RTSP URL, each with its own region (the left and the right half of the view)."""
+    from agent.config import parse_config
+
+    stream = {"transport": "udp", "open_timeout_s": 3, "read_timeout_s": 2, "stall_s": 3}
+    stream |= {"backoff_initial_s": 0.5, "backoff_max_s": 2}
+    data = {
+        "cameras": [
+            {"name": "door", "url": url, "region": [0.0, 0.0, 0.5, 1.0], "every_s": 0.5, **stream},
+            {"name": "yard", "url": url, "region": [0.5, 0.0, 1.0, 1.0], "every_s": 0.4},  # the stream's settings
+        ],
+        "models": {"m": {"path": "unused.onnx"}},
+    }
+    return parse_config(data).cameras
+
+
+def test_two_entries_on_one_rtsp_url_share_one_session_and_one_decoder(rtsp_server):
+    """One RTSP session at the server (counted by a proxy in front of it), one decoding thread; each entry gets clips
+    of its own region; the server killed, the stream reconnects once and both entries recover."""
+    from agent.frames import Converter
+    from agent.live.sources import Stream
+
+    proxy = RtspProxy(rtsp_server.client_port)
+    metrics = Metrics()
+    door, yard = _entries(proxy.url())
+    assert yard.transport == "udp"  # set on door, the stream's
+    stream = Stream(door, metrics, cameras=["door", "yard"])
+    value = metrics.value
+
+    def decoders() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("source-")]
+
+    def check_own_region(clip, config) -> None:
+        assert clip.inputs["fast"].shape == (8, 64, 64, 3) and clip.inputs["fast"].std() > 10
+        assert clip.region == pytest.approx(config.region)
+        if clip.frame is not None:  # the clip's newest frame, as decoded: its last input is that frame's region
+            expected = Converter(SPEC, region=config.region)(clip.frame)
+            np.testing.assert_array_equal(clip.inputs["fast"][-1], expected)
+            other = Converter(SPEC, region=(yard if config is door else door).region)(clip.frame)
+            assert np.abs(clip.inputs["fast"][-1].astype(int) - other).mean() > 5
+
+    async def scenario() -> None:
+        async with Camera(door, SPEC, metrics, stream) as a, Camera(yard, SPEC, metrics, stream) as b:
+            clips = await asyncio.gather(_next_clip(a, 20), _next_clip(b, 20))
+            assert decoders() == ["source-door"]
+            check_own_region(clips[0], door)
+            check_own_region(clips[1], yard)
+            assert (proxy.sessions, proxy.count("DESCRIBE"), proxy.count("PLAY")) == (1, 1, 1)
+            rtsp_server.kill()
+            await _until(lambda: value("actionstream_stream_up", camera="yard") == 0, 10)
+            assert value("actionstream_stream_up", camera="door") == 0 and not a.up and not b.up
+            rtsp_server.start()
+            await _until(lambda: value("actionstream_stream_up", camera="door") == 1, 20)
+            assert value("actionstream_stream_up", camera="yard") == 1 and a.up and b.up
+            clips = await asyncio.gather(_next_clip(a, 10), _next_clip(b, 10))
+            check_own_region(clips[0], door)
+            check_own_region(clips[1], yard)
+            assert decoders() == ["source-door"]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proxy.close()
+    assert proxy.count("PLAY") == 2  # one session before the kill, one after
+    for camera in ("door", "yard"):
+        assert value("actionstream_stream_reconnects_total", camera=camera) == 1
+        assert value("actionstream_frames_sampled_total", camera=camera) > 0
+    assert value("actionstream_frames_decoded_total", camera="door") > 0  # counted once, under the first entry
+    assert metrics.registry.get_sample_value("actionstream_frames_decoded_total", {"camera": "yard"}) is None
