@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from agent.config import SourceConfig
+from agent.config import CameraConfig, SourceConfig
 from agent.live.clips import Clip, ClipBuffer
 from agent.live.flowclips import FlowBuffer, FlowClip
 from agent.live.sources import Camera
@@ -100,3 +100,23 @@ def test_a_flow_models_camera_converts_whole_grey_frames(video):
     assert clips and all(isinstance(c, FlowClip) and c.model is None for c in clips)
     grey = clips[0].chains[-1][-1][1]
     assert grey.dtype == np.uint8 and grey.ndim == 2 and grey.shape == (40, 53)  # resized, not cropped
+
+
+def test_a_fused_cameras_models_see_its_region_with_the_mask_filled(video):
+    """A region and mask apply to every model of the entry: the RGB model's frames are the region resized and
+    cropped, the flow model's the region resized (not cropped: its flow is, later), each clip says the region; the
+    mask is filled with the RGB model's mean colour and, for the flow model, mid-grey (no motion there)."""
+    mask = [[(0.0, 0.0), (1.0, 0.0), (1.0, 0.5), (0.0, 0.5)]]  # the top half of the frame
+    entry = CameraConfig(
+        name="cam", url=str(video), realtime=False, every_s=0.5, stall_s=5.0, region=(0.0, 0.0, 0.5, 1.0), mask=mask
+    )
+    clips = clips_of(Camera(entry, {"rgb": RGB, "flow": FLOW}, Metrics()))
+    rgb = [c for c in clips if c.model == "rgb"]
+    flow = [c for c in clips if c.model == "flow"]
+    assert rgb and flow and all(c.region == (0.0, 0.0, 0.5, 1.0) for c in clips)
+    assert all(c.inputs["clip"].shape == (4, 32, 32, 3) for c in rgb)  # the 32x48 region: 40x60, cropped to 32
+    frames = rgb[0].inputs["clip"]
+    assert (frames[:, :10] == 0).all() and (frames[:, -10:] != 0).any()  # RGB's mean is 0 here: the top is masked
+    grey = flow[0].chains[-1][-1][1]
+    assert grey.shape == (60, 40)  # the region resized to a short side of 40, whole
+    assert (grey[:28] == 128).all() and (grey[-28:] != 128).any()
