@@ -11,17 +11,19 @@ would need a graph built on the fly, which the agent cannot do without ``onnx``.
 What the graph computes, per plane: the part of the plane any tap reads (``*_window``, a slice), a vertical pass
 (for each output row, a weighted sum of ``K`` source rows: ``*_rows`` indices, ``*_row_weights``: whole rows, so
 contiguous copies), then a horizontal pass on the rows left (the same over columns: ``*_cols``, ``*_col_weights``),
-in float32; then ``(yuv - offset) @ matrix`` to RGB; the output grid
-is laid out as the model sees it by one gather (``arrange``: upright, centre-cropped), masked (``keep`` 0/1,
-``fill`` the model's mean colour where masked), rounded, clipped to 0..255, cast to uint8 and put channels last.
+in float32, straight into the model's layout (upright and centre-cropped: the rows and columns are taken in that
+order, flips included; a frame stored a quarter turn from upright, ``turned``, has its stored columns as rows);
+then ``matrix @ (yuv - offset)`` to RGB, the mask (``keep`` 0/1, ``fill`` the model's mean colour where masked),
+rounding, clipping to 0..255, uint8, channels last.
 
 The weights are swscale's ``BILINEAR`` (the conversion ``convert: cpu`` does, and the tolerance the interpolation
 tests accept): a tent whose radius is the scale factor when shrinking (1 when enlarging), on pixel centres, edges
 clamped, normalised. Chroma is resampled from its own grid straight to the output size, sited as FFmpeg sites it
 (:func:`chroma_siting`: H.264, HEVC, MPEG-2 and MPEG-4 put 4:2:0 and 4:2:2 chroma on the left luma sample; VP9, AV1,
-MJPEG and frames that say nothing, in the middle). The colour matrix is the frame's (``colorspace``: BT.601 when
+MJPEG and frames that say nothing, in the middle; a region, which swscale is given as a frame of its own that says
+nothing, is read as centred by both). The colour matrix is the frame's (``colorspace``: BT.601 when
 unspecified, as swscale assumes; BT.709, FCC, SMPTE 240M, BT.2020) with its range (``color_range``, full for the
-``yuvj`` formats). Against swscale's own scaled output this is within 0.01 of a level on average (see
+``yuvj`` formats). Against swscale's own scaled output this is within 0.02 of a level on average (see
 ``tests/agent/test_yuvgraph.py``); the graph does not reproduce swscale's special cases for frames that are not
 resized (chroma replicated, coarser rounding), where the two differ by up to about 2 levels on average.
 
@@ -57,13 +59,14 @@ TABLES = (
     "u_cols",
     "v_cols",  # NV12: U and V columns interleave in one plane (bytes 2i and 2i + 1)
     "c_col_weights",
-    "offset",  # float [3, 1]: subtracted from (Y, U, V)
+    "offset",  # float [3, 1, 1]: subtracted from (Y, U, V)
     "matrix",  # float [3, 3]: matrix @ (yuv - offset) = (R, G, B)
-    "arrange",  # int64 [H, W]: for each pixel of the model's frame, its cell of the resampled grid (column-major)
+    "turned",  # bool []: the frame is stored a quarter turn from upright: the resampled grid is the model's layout
     "keep",  # float [H, W]: 1, or 0 where masked
     "fill",  # float [3, H, W]: the fill colour where masked, else 0
 )
 OUTPUT = "rgb"  # uint8 [H, W, 3]
+HOST_TABLES = frozenset({"turned"})  # read by the host (If's condition), so kept in host memory on any provider
 
 # (horizontal, vertical) chroma subsampling as shifts; NV12's chroma is one plane of U, V pairs.
 GRAPH_FORMATS = {
@@ -90,7 +93,7 @@ def chroma_siting(codec: str | None) -> str:
 
 def colour(colorspace: int, full_range: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(offset, matrix)``: ``matrix @ (yuv - offset)`` is RGB on 0..255 for a frame of this AVColorSpace and
-    range (``offset`` ``[3, 1]``)."""
+    range (``offset`` ``[3, 1, 1]``)."""
     kr, kb = _LUMA_WEIGHTS.get(colorspace, _BT601)
     kg = 1 - kr - kb
     if full_range:
@@ -102,7 +105,7 @@ def colour(colorspace: int, full_range: bool) -> tuple[np.ndarray, np.ndarray]:
         [ys, -cs * 2 * kb * (1 - kb) / kg, -cs * 2 * kr * (1 - kr) / kg],
         [ys, cs * 2 * (1 - kb), 0.0],
     ]
-    return offset.astype(np.float32)[:, None], np.array(rows, dtype=np.float32)
+    return offset.astype(np.float32)[:, None, None], np.array(rows, dtype=np.float32)
 
 
 def taps(n_src: int, n_dst: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -150,19 +153,24 @@ def plan(geometry: Geometry, mask: np.ndarray | None = None, fill: Sequence[int]
     if g.crop is not None:
         ox, oy, ow, oh = (w - g.crop) // 2, (h - g.crop) // 2, g.crop, g.crop
     upright = np.rot90(np.arange(sh * sw, dtype=np.int64).reshape(sh, sw), g.turns)[oy : oy + oh, ox : ox + ow]
-    rows, cols = upright // sw, upright % sw  # the stored grid's cells the model's frame uses: a rectangle
-    r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
-    tables: dict[str, np.ndarray] = {"arrange": (cols - c0) * (r1 - r0) + (rows - r0)}  # the grid is [C, R]
+    rows, cols = upright // sw, upright % sw  # the resized stored grid's row and column of each pixel the model sees
+    # The graph resamples a [C, R] grid: for each output column and row, in the order the model's frame takes them
+    # (flips and the crop are in the order; upright, a turned frame's rows are stored columns).
+    turned = bool(g.turns % 2)
+    row_order, col_order = (rows[0, :], cols[:, 0]) if turned else (rows[:, 0], cols[0, :])
+    tables: dict[str, np.ndarray] = {"turned": np.array(turned)}
 
-    def axis(start: int, stop: int, n_out: int, keep: slice, sub: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    def axis(
+        start: int, stop: int, n_out: int, keep: np.ndarray, sub: int, shift: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         first, last = start >> sub, -(-stop >> sub)  # a region's edges are even: its chroma starts on a sample
         index, weight = taps(last - first, n_out, shift)
         return index[keep] + first, weight[keep]
 
     siting = 0.5 - 0.5 / (1 << hs) if g.siting == "left" else 0.0  # left: chroma sample i at luma i << hs
     for name, sub_x, sub_y, shift in (("y", 0, 0, 0.0), ("c", hs, vs, siting)):
-        col_index, col_weight = axis(x0, x1, sw, slice(c0, c1), sub_x, shift)
-        row_index, row_weight = axis(y0, y1, sh, slice(r0, r1), sub_y, 0.0)
+        col_index, col_weight = axis(x0, x1, sw, col_order, sub_x, shift)
+        row_index, row_weight = axis(y0, y1, sh, row_order, sub_y, 0.0)
         if name == "c" and g.format == "nv12":  # U and V columns interleave: bytes 2i and 2i + 1 of a row
             columns = {"u_cols": 2 * col_index, "v_cols": 2 * col_index + 1}
         else:

@@ -29,6 +29,7 @@ from pathlib import Path
 import av
 from av.codec.hwaccel import HWAccel
 
+from agent.config import SourceConfig
 from agent.frames import Converter
 from agent.live.backends import cuda_loads
 from agent.live.graphconvert import Conversion, GraphConverter
@@ -61,11 +62,13 @@ def decoded(video: Path, n: int, on_gpu: bool = False) -> tuple[list[av.VideoFra
 
 
 def converters(spec: ModelSpec, codec: str) -> dict:
-    out = {"swscale": Converter(spec, threads=1), "graph_cpu": GraphConverter(spec, Conversion("graph"))}
+    out = {
+        "swscale": Converter(spec, threads=1),
+        "graph_cpu": GraphConverter(spec, Conversion("graph"), codec=lambda: codec),
+    }
     if cuda_loads()[0]:
         graph = Conversion("graph", device="cuda", on_device=True)
         out["graph_cuda"] = GraphConverter(spec, graph, codec=lambda: codec)
-    out["graph_cpu"].codec = lambda: codec
     return out
 
 
@@ -97,8 +100,6 @@ def conversion_runs(sources: dict, frames: int, seconds: float, repeats: int) ->
 
 async def _camera(video: Path, conversion: Conversion | None, hwaccel: str, seconds: float, warmup: float) -> float:
     """The camera thread's CPU µs per decoded frame of a real-time 1080p25 stream."""
-    from agent.config import SourceConfig
-
     config = SourceConfig(name="cam", url=str(video), loop=True, decode_threads=1, every_s=1.0, hwaccel=hwaccel)
     metrics = Metrics()
     camera = Camera(config, SLOWFAST_4X16, metrics, **({"conversion": conversion} if conversion else {}))

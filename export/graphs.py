@@ -37,9 +37,9 @@ TABLE_TYPES = {  # (element type, rank)
     "c_rows": (I64, 2),
     "y_row_weights": (F32, 3),
     "c_row_weights": (F32, 3),
-    "offset": (F32, 2),
+    "offset": (F32, 3),
     "matrix": (F32, 2),
-    "arrange": (I64, 2),
+    "turned": (TensorProto.BOOL, 0),
     "keep": (F32, 2),
     "fill": (F32, 3),
 }
@@ -51,8 +51,9 @@ def _input(name: str, elem: int, rank: int) -> onnx.ValueInfoProto:
 
 def yuv_to_rgb() -> onnx.ModelProto:
     """Planes → RGB: per plane a window, a vertical then a horizontal weighted sum of taps (each gathering whole
-    rows: the horizontal pass runs on the vertical one's output transposed), then the colour matrix on the three
-    planes, the model's layout (one gather), the mask, rounding, uint8 and the channels last."""
+    rows: the horizontal pass runs on the vertical one's output transposed) into the model's rows and columns, then
+    the colour matrix on the three planes, the layout (transposed unless the frame is turned), the mask, rounding,
+    uint8 and the channels last."""
     nodes: list[onnx.NodeProto] = []
 
     def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
@@ -60,7 +61,7 @@ def yuv_to_rgb() -> onnx.ModelProto:
         return output
 
     def resample(plane: str, table: str, cols: str) -> str:
-        """One plane through its taps: ``[1, C * R]`` float, column-major (``arrange`` indexes it)."""
+        """One plane through its taps: ``[1, C, R]`` float."""
         start = node("Slice", [f"{table}_window", "zero", "two"], f"{plane}_start")  # (top, left)
         stop = node("Slice", [f"{table}_window", "two", "four"], f"{plane}_stop")  # (bottom, right)
         window = node("Slice", [plane, start, stop, "rows_cols"], f"{plane}_part")
@@ -71,13 +72,20 @@ def yuv_to_rgb() -> onnx.ModelProto:
         columns = node("Transpose", [rows], f"{plane}_vt", perm=[1, 0])  # [W, R]
         across = node("Gather", [columns, cols], f"{plane}_htaps", axis=0)  # [C, K, R]
         total = node("MatMul", [f"{table}_col_weights", across], f"{plane}_h")  # [C, 1, K] @ [C, K, R]: [C, 1, R]
-        return node("Reshape", [total, "one_row"], f"{plane}_flat")
+        return node("Transpose", [total], f"{plane}_grid", perm=[1, 0, 2])  # [1, C, R]
 
     channels = [resample("y", "y", "y_cols"), resample("u", "c", "u_cols"), resample("v", "c", "v_cols")]
-    yuv = node("Concat", channels, "yuv", axis=0)  # [3, C * R]
+    yuv = node("Concat", channels, "yuv", axis=0)  # [3, C, R]
     centred = node("Sub", [yuv, "offset"], "yuv_centred")
-    rgb = node("MatMul", ["matrix", centred], "rgb_grid")  # [3, C * R]
-    laid = node("Gather", [rgb, "arrange"], "rgb_laid", axis=1)  # [3, H, W]
+    flat = node("Reshape", [centred, "three_rows"], "yuv_flat")  # [3, C * R]
+    mixed = node("MatMul", ["matrix", flat], "rgb_flat")
+    grid = node("Reshape", [mixed, node("Shape", [yuv], "grid_shape")], "rgb_grid")  # [3, C, R]
+    # The grid's first axis is the model's columns, unless the frame is turned (then it is its rows already).
+    as_is = helper.make_graph([helper.make_node("Identity", [grid], ["rgb_as_is"])], "as_is", [],
+                              [helper.make_tensor_value_info("rgb_as_is", F32, None)])  # fmt: skip
+    swapped = helper.make_graph([helper.make_node("Transpose", [grid], ["rgb_swapped"], perm=[0, 2, 1])], "swapped",
+                                [], [helper.make_tensor_value_info("rgb_swapped", F32, None)])  # fmt: skip
+    laid = node("If", ["turned"], "rgb_laid", then_branch=as_is, else_branch=swapped)  # [3, H, W]
     rounded = node("Round", [laid], "rgb_rounded")
     clipped = node("Clip", [rounded, "black", "white"], "rgb_clipped")
     kept = node("Mul", [clipped, "keep"], "rgb_kept")
@@ -91,7 +99,7 @@ def yuv_to_rgb() -> onnx.ModelProto:
         helper.make_tensor("two", I64, [1], [2]),
         helper.make_tensor("four", I64, [1], [4]),
         helper.make_tensor("rows_cols", I64, [2], [0, 1]),
-        helper.make_tensor("one_row", I64, [2], [1, -1]),
+        helper.make_tensor("three_rows", I64, [2], [3, -1]),
         helper.make_tensor("black", F32, [], [0.0]),
         helper.make_tensor("white", F32, [], [255.0]),
     ]

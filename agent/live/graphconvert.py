@@ -35,7 +35,7 @@ import onnxruntime as ort
 from agent import yuvgraph
 from agent.frames import Converter, quarter_turns, region_pixels
 from agent.geometry import Box, Polygon
-from agent.live.device import Device, DeviceArray, decoder_sync, graph_session
+from agent.live.device import HOST, Device, DeviceArray, decoder_sync, graph_session
 from agent.spec import ModelSpec
 
 log = logging.getLogger("actionstream.sources")
@@ -174,8 +174,11 @@ class GraphConverter:
             geometry = yuvgraph.geometry(frame, self.spec, region=region, turns=turns, siting=siting)
             mask = self.swscale._raster(frame.width, frame.height, turns) if self.swscale.mask else None
             tables = yuvgraph.plan(geometry, mask, self.swscale.fill.tolist())
-            values = {name: ort.OrtValue.ortvalue_from_numpy(a, *self.device) for name, a in tables.items()}
-            found = self._plans[key] = (values, (*tables["arrange"].shape, 3))
+            values = {
+                name: ort.OrtValue.ortvalue_from_numpy(a, *(HOST if name in yuvgraph.HOST_TABLES else self.device))
+                for name, a in tables.items()
+            }
+            found = self._plans[key] = (values, (*tables["keep"].shape, 3))
         return found
 
     def _bind_planes(self, binding: Any, frame: av.VideoFrame, fmt: str, on_gpu: bool) -> list[np.ndarray]:

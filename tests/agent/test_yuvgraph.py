@@ -148,6 +148,15 @@ def test_the_colour_properties_reach_the_graph(clips):
         assert not np.allclose(tables["matrix"], right["matrix"]) or not np.allclose(tables["offset"], right["offset"])
 
 
+@pytest.mark.parametrize("colorspace", [1, 2, 4, 5, 6, 7, 9])  # BT.709, unspecified, FCC, BT.601 x2, 240M, BT.2020
+def test_every_matrix_swscale_knows_in_either_range(clips, colorspace):
+    """The frame's tags are what both conversions read: retagged, the same planes convert alike for each matrix."""
+    frame, codec = first_frame(clips["h264_601_limited"])
+    for full in (False, True):
+        frame.colorspace, frame.color_range = colorspace, 2 if full else 1
+        assert compare(frame, codec, SPECS["crop224"]) < RESIZED, (colorspace, full)
+
+
 @pytest.mark.parametrize("name", ["h264_601_limited", "mjpeg_odd"])
 def test_frames_not_resized_stay_within_the_full_frame_tolerance(clips, name):
     frame, codec = first_frame(clips[name])

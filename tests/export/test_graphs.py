@@ -29,8 +29,8 @@ def test_the_conversion_graph_takes_the_planes_and_tables_the_agent_binds():
     assert model.opset_import[0].version == yuvgraph.OPSET
     # Operators with kernels on ONNX Runtime's CPU and CUDA providers for these types: nothing falls back.
     ops = {n.op_type for n in model.graph.node}
-    assert ops <= {"Slice", "Gather", "Cast", "MatMul", "Squeeze", "Transpose", "Reshape", "Concat", "Sub", "Round",
-                   "Clip", "Mul", "Add"}, ops  # fmt: skip
+    assert ops <= {"Slice", "Gather", "Cast", "MatMul", "Squeeze", "Transpose", "Reshape", "Shape", "Concat", "Sub",
+                   "If", "Round", "Clip", "Mul", "Add"}, ops  # fmt: skip
     take = onnx.load(str(yuvgraph.TAKE_ROWS))
     assert [i.name for i in take.graph.input] == ["data", "indices"] and {n.op_type for n in take.graph.node} == {
         "Gather"
