@@ -8,7 +8,7 @@ module computes once per stream geometry (:func:`plan`). A graph per geometry wo
 constants and gain nothing at run time (they are uploaded once either way), while a camera that changes resolution
 would need a graph built on the fly, which the agent cannot do without ``onnx``.
 
-What the graph computes, per plane: the part of the plane any tap reads (``*_window``, a slice), a vertical pass
+What the graph computes, per plane: the part of the plane any tap reads (``*_start`` to ``*_stop``), a vertical pass
 (for each output row, a weighted sum of ``K`` source rows: ``*_rows`` indices, ``*_row_weights``: whole rows, so
 contiguous copies), then a horizontal pass on the rows left (the same over columns: ``*_cols``, ``*_col_weights``),
 in float32, straight into the model's layout (upright and centre-cropped: the rows and columns are taken in that
@@ -48,12 +48,14 @@ OPSET = 17
 
 PLANES = ("y", "u", "v")
 TABLES = (
-    "y_window",  # int64 [4]: the part of the luma plane any tap reads: top, left, bottom, right (end exclusive)
-    "y_rows",  # int64 [R, K]: for each output row, the source rows it sums (from the window's top)
+    "y_start",  # int64 [2]: where the part of the luma plane any tap reads begins: top, left
+    "y_stop",  # int64 [2]: where it ends: bottom, right (exclusive)
+    "y_rows",  # int64 [R, K]: for each output row, the source rows it sums (from y_start's top)
     "y_row_weights",  # float [R, K, 1]
-    "y_cols",  # int64 [C, K]: for each output column, the source columns (bytes of a row, from the window's left)
+    "y_cols",  # int64 [C, K]: for each output column, the source columns (bytes of a row, from y_start's left)
     "y_col_weights",  # float [C, K, 1]
-    "c_window",  # the same for the chroma planes (U and V share the window, rows and weights)
+    "c_start",  # the same for the chroma planes (U and V share the part read, rows and weights)
+    "c_stop",
     "c_rows",
     "c_row_weights",
     "u_cols",
@@ -66,7 +68,9 @@ TABLES = (
     "fill",  # float [3, H, W]: the fill colour where masked, else 0
 )
 OUTPUT = "rgb"  # uint8 [H, W, 3]
-HOST_TABLES = frozenset({"turned"})  # read by the host (If's condition), so kept in host memory on any provider
+# Tables the host reads (Slice's bounds, If's condition: ONNX Runtime's CUDA kernels take them from host memory),
+# so kept there on any provider: no copy back from the device per run.
+HOST_TABLES = frozenset({"y_start", "y_stop", "c_start", "c_stop", "turned"})
 
 # (horizontal, vertical) chroma subsampling as shifts; NV12's chroma is one plane of U, V pairs.
 GRAPH_FORMATS = {
@@ -178,7 +182,8 @@ def plan(geometry: Geometry, mask: np.ndarray | None = None, fill: Sequence[int]
         top, bottom = int(row_index.min()), int(row_index.max()) + 1
         left = min(int(c.min()) for c in columns.values())
         right = max(int(c.max()) for c in columns.values()) + 1
-        tables[f"{name}_window"] = np.array([top, left, bottom, right], dtype=np.int64)
+        tables[f"{name}_start"] = np.array([top, left], dtype=np.int64)
+        tables[f"{name}_stop"] = np.array([bottom, right], dtype=np.int64)
         tables[f"{name}_rows"] = row_index - top
         tables[f"{name}_row_weights"] = row_weight[:, None, :]
         tables |= {key: index - left for key, index in columns.items()}

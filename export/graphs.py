@@ -26,8 +26,10 @@ from agent.yuvgraph import OPSET, OUTPUT, PLANES, TABLES, TAKE_ROWS, YUV_TO_RGB
 IR_VERSION = 8  # ONNX Runtime 1.18 and later read it
 U8, F32, I64 = TensorProto.UINT8, TensorProto.FLOAT, TensorProto.INT64
 TABLE_TYPES = {  # (element type, rank)
-    "y_window": (I64, 1),
-    "c_window": (I64, 1),
+    "y_start": (I64, 1),
+    "y_stop": (I64, 1),
+    "c_start": (I64, 1),
+    "c_stop": (I64, 1),
     "y_cols": (I64, 2),
     "u_cols": (I64, 2),
     "v_cols": (I64, 2),
@@ -62,9 +64,7 @@ def yuv_to_rgb() -> onnx.ModelProto:
 
     def resample(plane: str, table: str, cols: str) -> str:
         """One plane through its taps: ``[1, C, R]`` float."""
-        start = node("Slice", [f"{table}_window", "zero", "two"], f"{plane}_start")  # (top, left)
-        stop = node("Slice", [f"{table}_window", "two", "four"], f"{plane}_stop")  # (bottom, right)
-        window = node("Slice", [plane, start, stop, "rows_cols"], f"{plane}_part")
+        window = node("Slice", [plane, f"{table}_start", f"{table}_stop", "rows_cols"], f"{plane}_part")
         down = node("Gather", [window, f"{table}_rows"], f"{plane}_vtaps", axis=0)  # [R, K, W] uint8
         wide = node("Cast", [down], f"{plane}_vtaps_f", to=F32)
         summed = node("MatMul", [f"{table}_row_weights", wide], f"{plane}_v")  # [R, 1, K] @ [R, K, W]: [R, 1, W]
@@ -94,10 +94,7 @@ def yuv_to_rgb() -> onnx.ModelProto:
     node("Transpose", [planar], OUTPUT, perm=[1, 2, 0])  # [H, W, 3]
 
     constants = [
-        helper.make_tensor("zero", I64, [1], [0]),
         helper.make_tensor("one", I64, [1], [1]),
-        helper.make_tensor("two", I64, [1], [2]),
-        helper.make_tensor("four", I64, [1], [4]),
         helper.make_tensor("rows_cols", I64, [2], [0, 1]),
         helper.make_tensor("three_rows", I64, [2], [3, -1]),
         helper.make_tensor("black", F32, [], [0.0]),
