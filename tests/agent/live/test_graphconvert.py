@@ -1,6 +1,7 @@
 """``cameras[].convert``: the default and why (agent.live.graphconvert.resolve), cameras converting with the graph
 (frames in host memory, and clips in device memory through the same code on ONNX Runtime's CPU device), and the
-whole agent with ``convert: graph`` on the CPU: its clips scored, ``check`` and ``/api/cameras`` saying so."""
+whole agent with ``convert: graph`` on the CPU: its clips scored, ``check`` and ``/api/cameras`` saying so, and on
+the demo stream the same scores and events as with swscale."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import pytest
 import yaml
 
 from agent.cli import main as cli
-from agent.config import CameraConfig, SourceConfig, parse_config
-from agent.demo.run import DEMO_MODEL
+from agent.config import CameraConfig, EventsConfig, SourceConfig, parse_config
+from agent.demo.run import DEMO_EVENTS, DEMO_MODEL, ensure_stream
 from agent.frames import Converter
 from agent.live.app import Agent
 from agent.live.device import DeviceArray
+from agent.live.events import EventTracker
 from agent.live.graphconvert import CPU, Conversion, GraphConverter, resolve
 from agent.live.sources import Camera
 from agent.metrics import Metrics
+from agent.spec import load_spec
 from tests.agent.live.test_app import EVERY_CLIP, Sink
 from tests.specs import SLOWFAST, make_spec
 from tests.videos import pattern_video
@@ -117,3 +120,51 @@ def test_the_agent_runs_with_the_graph_on_the_cpu_and_says_so(video, tmp_path, c
     path.write_text(yaml.safe_dump(agent_config(video, "graph")))
     assert cli(["check", "-c", str(path)]) == 0
     assert "    convert: graph on cpu:0, clips in host memory (convert: graph)" in capsys.readouterr().out
+
+
+class ScoreSink(Sink):
+    """Every scored clip's scores in label order (``EVERY_LABEL``: a clip gives an event per label it scores above
+    1e-9, all with the clip's receive time; a label without one scored under that, counted as 0)."""
+
+    def __init__(self, labels: list[str]) -> None:
+        super().__init__()
+        self.labels, self.by_clip = labels, {}
+
+    def publish_event(self, event) -> None:
+        if event.type != "end":
+            self.by_clip.setdefault(event.received_at, {})[event.label] = event.score
+
+    def clips(self) -> np.ndarray:
+        return np.array([[s.get(lb, 0.0) for lb in self.labels] for _, s in sorted(self.by_clip.items())])
+
+
+EVERY_LABEL = EVERY_CLIP | {"include": None}  # every label, every clip: each clip's scores come out as events
+
+
+def demo_events(clips: list[list[float]], labels: list[str], every_s: float) -> list[tuple]:
+    """The demo's events from these clips' scores, a clip every ``every_s`` of stream time: (type, label, time)."""
+    tracker = EventTracker(camera="demo", model="motion", labels=labels, config=EventsConfig(**DEMO_EVENTS))
+    events = []
+    for i, scores in enumerate(clips):
+        t = i * every_s
+        events += [(e.type, e.label, t) for e in tracker.update(scores, clip_start=t, clip_end=t, received_at=t)]
+    return events
+
+
+def test_on_the_demo_stream_the_graph_gives_the_events_swscale_gives():
+    """``actionstream demo``'s stream and model, consumer-paced, ``convert: cpu`` against ``graph`` on ONNX Runtime's
+    CPU provider: the same clips scored alike, and the demo's event rules on those scores give the same events."""
+    video, truth = ensure_stream()
+    labels = list(load_spec(DEMO_MODEL).labels)
+    scores = {}
+    for convert in ("cpu", "graph"):
+        config = agent_config(video, convert) | {"events": EVERY_LABEL}
+        sink = ScoreSink(labels)
+        agent = Agent(parse_config(config), metrics=Metrics(), sink=sink)
+        asyncio.run(asyncio.wait_for(agent.run(asyncio.Event()), 100))
+        scores[convert] = sink.clips()
+    cpu, graph = scores["cpu"], scores["graph"]
+    assert cpu.shape == graph.shape and cpu.shape[0] >= 150 and cpu.shape[1] == len(labels)  # 90 s, a clip every 0.53 s
+    assert np.abs(cpu - graph).max() < 0.01 and (cpu.argmax(axis=1) == graph.argmax(axis=1)).mean() > 0.99
+    events = {convert: demo_events(s.tolist(), labels, 0.53) for convert, s in scores.items()}
+    assert events["graph"] == events["cpu"] and len([e for e in events["cpu"] if e[0] == "start"]) >= len(truth) // 2
