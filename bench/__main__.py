@@ -146,7 +146,7 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
                 ]
             ),
         ),  # fmt: skip
-        # The measurement first: cameras × 1080p25 at one inference a second, convert cpu against graph.
+        # The headline measurement first: cameras × 1080p25 at one inference a second, convert cpu against graph.
         ("e2e_convert", e2e_convert),
         # What one sampled frame's conversion costs each way (swscale, the graph on the CPU, on CUDA, from NVDEC).
         (
