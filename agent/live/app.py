@@ -5,7 +5,8 @@ starts. After that, one camera's or one model's failure never stops the others.
 
 The collaborators are passed in (``runtimes``, ``sink``, ``camera_factory``); by default they come from the config.
 Camera entries that name the same stream get one :class:`agent.live.sources.Stream` (one connection, one decoder),
-which the factory is handed with each entry's config.
+which the factory is handed with each entry's config; an entry that converts with the graph (``convert: graph``,
+:func:`conversion_of`) is also handed its :class:`agent.live.graphconvert.Conversion` (``conversion=``).
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ from agent.errors import ConfigError
 from agent.live.batcher import Batcher
 from agent.live.events import EventTracker, PersonEvents, tracked_labels, unknown_labels
 from agent.live.evidence.keeper import Evidence
+from agent.live.graphconvert import Conversion, resolve
 from agent.live.http import HttpServer
 from agent.live.people import IouTracker, PersonDetector, open_detector
 from agent.live.pipelines import CameraPipeline, ClipScoring, PersonScoring, Scoring
 from agent.live.runtime import ModelRuntime
 from agent.live.sinks import MqttSink, Sink, StdoutSink
-from agent.live.sources import Camera, Stream
+from agent.live.sources import Camera, Stream, hw_unavailable
 from agent.live.webhooks import Webhooks
 from agent.metrics import Metrics
 from agent.spec import ModelSpec
 
 log = logging.getLogger("actionstream")
-CameraFactory = Callable[[CameraConfig, ModelSpec, Metrics, Stream], Camera]
+CameraFactory = Callable[..., Camera]  # (config, spec, metrics, stream), and conversion= for convert: graph
 CAMERA_STATS = {  # key in the stats JSON → counter
     "frames_decoded": "actionstream_frames_decoded_total",
     "frames_sampled": "actionstream_frames_sampled_total",
@@ -69,6 +71,7 @@ class Agent:
         self._loaded = False
         self._pipelines: list[CameraPipeline] = []
         self._batchers: dict[str, Batcher] = {}
+        self._conversions: dict[str, Conversion] = {}  # by camera name, as wired
         self._sink_in_use: Sink | None = None
         self._started: float | None = None  # monotonic, once the cameras started
         self._groups = config.streams()  # the camera entries of each stream
@@ -171,7 +174,9 @@ class Agent:
         if stream is None:
             group = self._groups.get(key) or [config]
             stream = streams[key] = Stream(group[0], self.metrics, cameras=[c.name for c in group])
-        camera = self.camera_factory(config, spec, self.metrics, stream)
+        conversion = self._conversions[config.name] = conversion_of(config, self.config, self.runtimes[model])
+        graph = {"conversion": conversion} if conversion.mode == "graph" else {}
+        camera = self.camera_factory(config, spec, self.metrics, stream, **graph)
         if evidence is not None:
             evidence.attach(config, camera)
         events = self.config.events_of(config)
@@ -214,6 +219,7 @@ class Agent:
                     "labels": tracked_labels(p.tracker.config, p.tracker.labels),
                     "active": sorted(label for label, on in p.tracker.active().items() if on),
                     "latest": f"/api/cameras/{p.name}/latest.jpg",
+                    "convert": _convert_view(self._conversions.get(p.name)),
                     "record": evidence_streams.get(p.name),
                 }
             )
@@ -294,6 +300,26 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     """The first of a task group's errors (a model that kept failing, say), to be raised on its own."""
     first = group.exceptions[0]
     return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def conversion_of(camera: CameraConfig, config: AgentConfig, runtime: ModelRuntime) -> Conversion:
+    """How ``camera``'s frames become its model's input (``cameras[].convert``, resolved: see
+    :func:`agent.live.graphconvert.resolve`)."""
+    model = config.models[config.model_of(camera)]
+    return resolve(
+        camera.convert,
+        model_device=runtime.device,
+        device_id=model.device_id,
+        decodes_on_gpu=camera.hwaccel != "off" and hw_unavailable("cuda") is None,
+        person=runtime.spec.task == "person",
+    )
+
+
+def _convert_view(conversion: Conversion | None) -> dict[str, Any]:
+    """``/api/cameras``' ``convert``: the mode, where the graph runs, whether clips stay there, and why."""
+    c = conversion or Conversion()
+    device = f"{c.device}:{c.device_id}" if c.mode == "graph" else None
+    return {"mode": c.mode, "device": device, "on_device": c.on_device, "why": c.why}
 
 
 def check_zones(config: AgentConfig, specs: dict[str, ModelSpec]) -> None:
