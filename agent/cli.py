@@ -30,6 +30,7 @@ from agent.urls import redact_url
 COMMANDS_GROUP = "actionstream.commands"
 DEVICES = get_args(ModelConfig.model_fields["device"].annotation)  # models.NAME.device's values
 PRECISIONS = get_args(ModelConfig.model_fields["precision"].annotation)
+CONVERTS = ("cpu", "graph")  # cameras[].convert's values
 
 
 def _quick_config(args: argparse.Namespace) -> AgentConfig:
@@ -95,16 +96,16 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     """Everything ``run`` would refuse, refused here: the config, each model (opened and run at the batch sizes
     ``run`` warms it up with), its person detector; then a summary."""
-    from agent.live.app import check_zones, warm_up_sizes
+    from agent.live.app import check_zones, conversion_of, warm_up_sizes
     from agent.live.people import open_detector
     from agent.live.runtime import ModelRuntime
 
     config = load_config(args.config)
     if args.shards is not None and args.shards < 1:
         raise ConfigError(f"--shards: expected a positive number of shards, got {args.shards}")
-    lines, specs = [], {}
+    lines, specs, runtimes = [], {}, {}
     for name, model in config.models.items():
-        runtime = ModelRuntime(name, model)
+        runtime = runtimes[name] = ModelRuntime(name, model)
         runtime.warm_up(warm_up_sizes(config, name))
         spec = specs[name] = runtime.spec
         inputs = ", ".join(f"{i.name} {i.frames}x{i.stride_s * 1000:.0f}ms" for i in spec.inputs)
@@ -138,6 +139,8 @@ def _check(args: argparse.Namespace) -> int:
         else:
             lines.append(f"  camera {camera.name}: {url} → model {config.model_of(camera)}, every {camera.every_s:g} s")
         lines += [f"    {line}" for line in _camera_lines(camera, streams)]
+        conversion = conversion_of(camera, config, runtimes[config.model_of(camera)])
+        lines.append(f"    convert: {conversion.describe()} ({conversion.why})")
         record = camera.record_config()
         if record is not None:
             lines.append(f"    evidence from {redact_url(record.stream_url())}")
@@ -187,7 +190,7 @@ def _infer(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from agent.demo.run import run_demo
 
-    run_demo(args.model, args.mqtt, args.device, args.precision)
+    run_demo(args.model, args.mqtt, args.device, args.precision, args.convert)
     return 0
 
 
@@ -332,6 +335,7 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--device", choices=DEVICES, default="auto", help="as models.NAME.device (default auto)")
     demo.add_argument("--precision", choices=PRECISIONS, default="fp32", help="as models.NAME.precision")
+    demo.add_argument("--convert", choices=CONVERTS, help="as cameras[].convert (default: its default)")
     demo.set_defaults(func=_demo)
 
     synth = sub.add_parser("synth", help="render the synthetic motion dataset (and a scripted stream)")

@@ -231,6 +231,12 @@ class CameraConfig(SourceConfig):
         default_factory=dict,
         description="person models: named polygons; a person is in a zone when the bottom centre of their box is",
     )
+    convert: Literal["cpu", "graph"] | None = Field(
+        default=None,
+        description="how sampled frames become the model's input: cpu = swscale on the camera's thread; graph = an "
+        "ONNX graph on the model's ONNX Runtime provider (on CUDA the frames stay in GPU memory); default: graph "
+        "when the model runs on CUDA and the camera decodes on NVDEC, else cpu",
+    )
 
     @field_validator("region", mode="before")
     @classmethod

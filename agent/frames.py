@@ -113,6 +113,8 @@ def cropped(
     """The pixels ``[y0:y1, x0:x1]`` of ``frame`` (even edges) as a frame of their own. Formats of
     :data:`ZERO_COPY_FORMATS` share the decoded frame's memory (nothing is copied; the frame stays alive while the
     result does); any other format is converted whole to ``gbrp`` (with ``reformatter``) and cut from that."""
+    if frame.format.name == "cuda":  # NVDEC's frame kept in GPU memory (convert: graph): downloaded first
+        frame = frame.reformat(format=frame.sw_format.name if frame.sw_format else "nv12")
     name = frame.format.name
     if name not in ZERO_COPY_FORMATS or any(p.line_size <= 0 for p in frame.planes):
         full = (reformatter or VideoReformatter()).reformat(frame, format="gbrp", threads=1)

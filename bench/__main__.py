@@ -31,7 +31,7 @@ GPU_ARCHS = "slowfast_r50_4x16,tsn_r50,i3d_r50,slowonly_r50_8x8,slowfast_r50_8x8
 
 
 def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
-    from bench import cpu_backends, decode, e2e, evidence, flow, interp, model, offline, regions
+    from bench import convert, cpu_backends, decode, e2e, evidence, flow, interp, model, offline, regions
 
     o = ["--out", str(out)]
     cores = str(len(os.sched_getaffinity(0)))
@@ -81,6 +81,9 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
             # A camera thread's CPU per frame of a 1080p25 stream: a region against the whole frame, and four camera
             # entries sharing the stream (one decode) against one entry and against four streams of their own.
             ("regions", lambda: regions.main(["--repeats", "3", *o])),
+            # What a sampled frame's conversion costs: swscale against the conversion graph on the CPU provider
+            # (convert: cpu / graph), the conversion alone and through a camera's thread.
+            ("convert", lambda: convert.main(["--repeats", "3", *o])),
             # The same sweep with one worker (the default: one run over all cores), side by side.
             ("e2e_one_worker", lambda: e2e.main([*sweep, "--workers", "1", *o])),
             # 64 cameras on any machine (on a slow one, far past saturation: most clips are dropped as stale, and
@@ -114,6 +117,19 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
         video = test_video(4, 160, 120, 25) if smoke else test_video(20, 1920, 1080, 25)
         return ["--video", str(video), "--hwaccel", "auto"]
 
+    def e2e_convert() -> dict:
+        """K cameras of 1080p25 H.264 (NVDEC where PyAV can use it), SlowFast-R50 4x16 fp16 at one inference per
+        second each: ``convert: cpu`` (swscale), then ``graph`` (on the GPU, frames and clips kept there), K swept
+        until p99 capture→publish passes 500 ms or clips/s stops growing; each summary names the largest K within
+        500 ms."""
+        ks = cams("16,32,48,64,80,96,112,128,144,160")
+        stop = [] if smoke else ["--stop-over-target", "--stop-when-saturated", "--seconds", "6"]
+        return {
+            mode: e2e.main([*e2e_args("1.0", ks, camera_1080p25()), "--convert", mode, *stop])
+            for mode in ("cpu", "graph")
+        }
+
+    small = ["--small", "--frames", "8", "--seconds", "0.3", "--camera-seconds", "0.6", "--warmup", "0.4"]
     run = [
         (
             "model_slowfast",
@@ -133,12 +149,27 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
                 ]
             ),
         ),  # fmt: skip
+        # The headline measurement first: cameras × 1080p25 at one inference a second, convert cpu against graph.
+        ("e2e_convert", e2e_convert),
+        # What one sampled frame's conversion costs each way (swscale, the graph on the CPU, on CUDA, from NVDEC).
+        (
+            "convert",
+            lambda: convert.main(
+                [
+                    *(small if smoke else ["--frames", "20", "--seconds", "1"]),
+                    "--repeats",
+                    "1",
+                    "--camera-seconds",
+                    "0.6" if smoke else "4",
+                    *o,
+                ]
+            ),
+        ),  # fmt: skip
         # Efficiency at batch 32: more clips than the model can take (every camera every 0.1 s), no decode.
         ("e2e_saturated", lambda: e2e.main(e2e_args("0.1", "32,64,96"))),
-        # Cameras at one inference per second each: how many stay under p99 500 ms.
+        # Cameras at one inference per second each, without decoding: how many the model side serves under p99
+        # 500 ms (e2e_convert measures the same with 1080p25 decoding and conversion).
         ("e2e_cameras", lambda: e2e.main(e2e_args("1.0", "64,128,192,256,320"))),
-        # The same with real decoding: 1080p25 H.264 cameras (NVDEC when PyAV can use it, else software).
-        ("e2e_1080p", lambda: e2e.main(e2e_args("1.0", "16,32,64,96,128", camera_1080p25()))),
         (
             "model_others",
             lambda: model.main(
@@ -159,7 +190,7 @@ def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, callable]]:
         ),  # fmt: skip
     ]
     if not _importable("av"):
-        run = [step for step in run if step[0] != "e2e_1080p"]
+        run = [step for step in run if step[0] not in ("e2e_convert", "convert")]
     elif shutil.which("ffmpeg") and not smoke:
         run.append(("decode", lambda: decode.main(["--repeats", "1", *o])))
     return run
@@ -236,8 +267,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary_lines(results: dict) -> list[str]:
     """The lines a run ends with, from its steps' results: ``efficiency`` (the default engine's end-to-end
-    summary) and ``cpu backend speedup`` (OpenVINO ÷ ONNX Runtime's CPU provider, e2e at saturation)."""
+    summary), ``cpu backend speedup`` (OpenVINO ÷ ONNX Runtime's CPU provider, e2e at saturation) and, on the GPU,
+    per ``convert`` the largest number of 1080p25 cameras within p99 500 ms."""
     lines = []
+    for mode, s in (results.get("e2e_convert") or {}).items():
+        if s:
+            lines.append(
+                f"convert {mode}: {s['max_cameras_within_target']} cameras within p99 {s['p99_target_ms']:g} ms "
+                f"(of {s['saturated_cameras']} at saturation; CPU {s['cpu_cores_there']} cores, GPU "
+                f"{s['gpu_util_percent_there']} %)"
+            )
     summaries = [r for r in (results.get("e2e"), results.get("e2e_saturated")) if r]
     if summaries and summaries[0].get("efficiency") is not None:
         lines.append(f"efficiency: {summaries[0]['efficiency']:.2f}")

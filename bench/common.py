@@ -141,6 +141,41 @@ class ThreadCpu:
         return out
 
 
+class GpuUtilisation:
+    """The GPU's utilisation (%) over an interval, as ``nvidia-smi`` samples it twice a second (the first GPU's); the
+    mean of the samples from now until :meth:`stop`, or None without ``nvidia-smi``."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        try:
+            self._proc: subprocess.Popen | None = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "500"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        except OSError:
+            self._proc = None
+            return
+        self._reader = threading.Thread(target=self._read, name="gpu-util", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.samples.append(float(line.split(",")[0]))
+
+    def stop(self) -> float | None:
+        if self._proc is None:
+            return None
+        self._proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(5)
+        self._reader.join(5)
+        return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
+
+
 def thread_cpu_seconds() -> dict[int, float]:
     """CPU seconds (user + system) of each live thread of this process, by native id (Linux /proc; {} elsewhere)."""
     tick = os.sysconf("SC_CLK_TCK")

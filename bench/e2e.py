@@ -5,12 +5,15 @@
 Each K runs the real :class:`agent.live.app.Agent` (sources → clip buffers → batcher → the model's engine → event
 trackers → a sink that discards) for ``--warmup`` + ``--seconds`` and reports, over the measured window: clips/s,
 mean batch size, capture→publish p50/p95/p99 (newest frame received → the clip's events handed to the sink), stale
-clips dropped, CPU % and RSS (total and per camera), and where the CPU went: ``cpu_percent_cameras`` (the cameras'
+clips dropped, CPU % and RSS (total and per camera; ``cpu_cores``: CPU % ÷ 100), the GPU's utilisation
+(``gpu_util_percent``: ``nvidia-smi``'s, sampled twice a second over the window; null without it), and where the CPU
+went: ``cpu_percent_cameras`` (the cameras'
 threads: reading, decoding, converting; ``camera_cpu_us_per_frame`` per decoded frame), ``_inference`` (the
 workers), ``_loop`` (the event loop), ``_native`` (threads Python did not start: ONNX Runtime's intra-op pool,
 OpenVINO's stream threads, FFmpeg's decoder threads) and ``_other``. Cameras are one looping file played at
 real-time pace (default) or as fast as it decodes (``--fast``), decoded in software or, with ``--hwaccel``, on NVDEC
-when it can be had (each line says which: ``decode``); with ``--synthetic`` each camera emits ready-made clips every
+when it can be had (each line says which: ``decode``), converting as ``--convert`` says (``cameras[].convert``; each
+line says what it resolved to: ``convert``); with ``--synthetic`` each camera emits ready-made clips every
 ``--every`` seconds, which measures everything after decode.
 
 The model-only ceiling (the same session, bare, its ``workers`` running pieces of each batch as the batcher does; a
@@ -22,13 +25,15 @@ threads ÷ the bare runtime's, so efficiency = (their CPU % ÷ ``model_only_cpu_
 threads, ONNX Runtime's pool or OpenVINO's streams, count as inference when FFmpeg starts none:
 ``--decode-threads 1`` or ``--synthetic``). The summary names the largest K whose p99 stays below 2× the batch
 inference time and the efficiency there; with ``--repeats N`` that K runs N - 1 more times (lines ``e2e_repeat``)
-and the summary's efficiency is the median of the N.
+and the summary's efficiency is the median of the N. The summary also names the largest K whose p99 stays within
+``--p99-target-ms`` (500 by default: ``max_cameras_within_target``), with the CPU cores and GPU utilisation there.
 
 ``--cameras auto`` (the default) sweeps K until saturation, wherever this machine's saturation is: it starts at
 about half the cameras the model-only ceiling can serve (ceiling × ``--every``), grows K by about 15 % a step and
 stops at the first K whose clips/s grew by less than 5 %. A fixed list sweeps those K (and stops early only with
-``--stop-when-saturated``). Past saturation the agent keeps latency bounded by dropping each camera's stale clips,
-so p99 alone never marks the end: a sweep far past it measures the decoding of cameras whose clips are dropped.
+``--stop-when-saturated``, or ``--stop-over-target``: at the first K whose p99 is over ``--p99-target-ms``). Past
+saturation the agent keeps latency bounded by dropping each camera's stale clips, so p99 alone never marks the end: a
+sweep far past it measures the decoding of cameras whose clips are dropped.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from agent.live.batcher import piece_rows
 from agent.live.clips import Clip
 from agent.live.sources import Camera, hw_device
 from agent.metrics import Metrics
-from bench.common import CACHE, DEMO_MODEL, Emitter, ProcessStats, ThreadCpu, percentiles, test_video
+from bench.common import CACHE, DEMO_MODEL, Emitter, GpuUtilisation, ProcessStats, ThreadCpu, percentiles, test_video
 from bench.model import random_batch, runtime_for, time_runs
 
 
@@ -155,6 +160,7 @@ def agent_config(args: argparse.Namespace, k: int, video: Path | None, label: st
     cameras = [
         {"name": f"cam{i:03d}", "url": urls[i], "loop": True, "realtime": not args.fast, "every_s": args.every}
         | {"hwaccel": args.hwaccel}
+        | ({"convert": args.convert} if args.convert else {})
         | ({"decode_threads": args.decode_threads} if args.decode_threads else {})
         for i in range(k)
     ]
@@ -181,11 +187,11 @@ async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime) 
     task = asyncio.create_task(agent.run(stop))
     await asyncio.sleep(args.warmup)
     rss0 = ProcessStats.rss_mb()
-    start, stats, threads = time.time(), ProcessStats(), ThreadCpu(thread_group)
+    start, stats, threads, gpu = time.time(), ProcessStats(), ThreadCpu(thread_group), GpuUtilisation()
     before = _counters(metrics, config)
     await asyncio.sleep(args.seconds)
     after = _counters(metrics, config)
-    end, cpu, rss = time.time(), stats.cpu_percent(), ProcessStats.rss_mb()
+    end, cpu, rss, gpu_percent = time.time(), stats.cpu_percent(), ProcessStats.rss_mb(), gpu.stop()
     by_group = threads.percent()
     stop.set()
     try:
@@ -209,6 +215,8 @@ async def _run_k(args: argparse.Namespace, k: int, video: Path | None, runtime) 
         "stale_clips_dropped": int(after["stale"] - before["stale"]),
         "frames_decoded_per_s": round(frames / wall, 1),
         "cpu_percent": round(cpu, 1),
+        "cpu_cores": round(cpu / 100, 2),
+        "gpu_util_percent": gpu_percent,
         "cpu_percent_per_camera": round(cpu / k, 2),
         **{f"cpu_percent_{g}": v for g, v in by_group.items()},
         "camera_cpu_us_per_frame": round(1e4 * by_group["cameras"] * wall / frames, 1) if frames else None,
@@ -270,6 +278,14 @@ def _counters(metrics: Metrics, config) -> dict[str, float]:
     }
 
 
+def _convert(args: argparse.Namespace, runtime, decode: str) -> str:
+    """What the cameras' ``convert`` resolves to (the agent's own rule), with where the graph runs."""
+    from agent.live.graphconvert import resolve
+
+    c = resolve(args.convert, model_device=runtime.device, decodes_on_gpu=decode == "cuda")
+    return "cpu" if c.mode == "cpu" else f"graph-{c.device}{'-on-device' if c.on_device else ''}"
+
+
 def model_only(runtime, batches: list[int], seconds: float) -> dict[int, float]:
     """Time (s) the bare runtime takes per batch at each batch size, run as the agent's batcher runs it: its
     ``workers`` each taking pieces of the batch back to back (``piece_rows``), all at once."""
@@ -319,6 +335,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="batches at once (CPU), as models.NAME.workers")
     p.add_argument("--decode-threads", type=int, help="as cameras[].decode_threads (default: FFmpeg's choice)")
     p.add_argument("--hwaccel", choices=("off", "auto", "cuda"), default="off", help="as cameras[].hwaccel")
+    p.add_argument("--convert", choices=("cpu", "graph"), help="as cameras[].convert (default: its default)")
+    p.add_argument("--p99-target-ms", type=float, default=500.0, help="the summary's largest K with p99 under this")
+    p.add_argument("--stop-over-target", action="store_true", help="end the sweep at the first K past the target")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=1, help="runs of the summary's K; its efficiency is their median")
@@ -339,13 +358,15 @@ def main(argv: list[str] | None = None) -> dict:
     runtime.warm_up(sizes)
     mode = "synthetic" if video is None else ("fast" if args.fast else "realtime")
     decode = "none" if video is None else (hw_device(args.hwaccel, "every camera") or "cpu")  # the agent's own choice
+    convert = "none" if video is None else _convert(args, runtime, decode)
     rows, best, last_rate = [], None, 0.0
     try:
         ceiling = model_only(runtime, sizes, seconds=1.0)
         for n, s in ceiling.items():
             emit({"bench": "e2e_model_only", "model": args.model.name, "provider": runtime.device, "batch": n,
                   "workers": w, "batch_ms_p50": round(1000 * s, 2), "clips_per_s": round(n / s, 2)})  # fmt: skip
-        head = {"bench": "e2e", "mode": mode, "decode": decode, "model": args.model.name, "provider": runtime.device}
+        head = {"bench": "e2e", "mode": mode, "decode": decode, "convert": convert, "model": args.model.name}
+        head |= {"provider": runtime.device}
         head |= {"every_s": args.every, "max_batch": args.max_batch, "workers": w}
         for k in auto_ks(ceiling, args.every) if auto else (int(k) for k in args.cameras.split(",")):
             row = emit(head | measure(args, k, video, runtime))
@@ -354,11 +375,15 @@ def main(argv: list[str] | None = None) -> dict:
                 best = row
             if (auto or args.stop_when_saturated) and row["clips_per_s"] <= 1.05 * last_rate:  # (none: stop)
                 break
+            p99 = row["latency_ms_p99"]
+            if args.stop_over_target and (p99 is None or p99 > args.p99_target_ms):
+                break
             last_rate = max(last_rate, row["clips_per_s"])
         met = best is not None
         if best is None:  # no K kept p99 under 2x the batch time: report the closest one, flagged
             best = min((r for r in rows if r["p99_over_batch"] is not None), key=lambda r: r["p99_over_batch"])
-        summary = {"bench": "e2e_summary", "mode": mode, "decode": decode, "model": args.model.name}
+        summary = {"bench": "e2e_summary", "mode": mode, "decode": decode, "convert": convert}
+        summary |= {"model": args.model.name}
         summary |= {"provider": runtime.device}
         summary |= {"workers": w}
         summary |= {"p99_under_2x_batch": met}
@@ -367,6 +392,13 @@ def main(argv: list[str] | None = None) -> dict:
         saturated = max(rows, key=lambda r: r["clips_per_s"])
         summary |= {"max_clips_per_s": saturated["clips_per_s"], "saturated_cameras": saturated["cameras"]}
         summary |= {"ceiling_clips_per_s": round(max(n / s for n, s in ceiling.items()), 2)}  # model-only, best
+        within = [r for r in rows if r["latency_ms_p99"] is not None and r["latency_ms_p99"] <= args.p99_target_ms]
+        top = max(within, key=lambda r: r["cameras"]) if within else None
+        summary |= {"p99_target_ms": args.p99_target_ms, "max_cameras_within_target": top and top["cameras"]}
+        summary |= {
+            "cpu_cores_there": top and top["cpu_cores"],
+            "gpu_util_percent_there": top and top["gpu_util_percent"],
+        }
         runs = [best["efficiency"]]
         for i in range(1, args.repeats):  # the chosen K again: one 10 s window moves by several percent here
             again = measure(args, best["cameras"], video, runtime)

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole GPU measurement in one call (under 8 minutes on an H100): model-only fp16 throughput (ONNX Runtime CUDA
-# EP with IO binding, and PyTorch eager fp16) at batch 1/8/32, end-to-end efficiency at batch 32, and how many
-# cameras at one inference per second stay under p99 500 ms. JSON lines go to bench/results/<gpu-name>.jsonl and,
-# when the device tool sets $OUT, to $OUT as well.
+# EP with IO binding, and PyTorch eager fp16) at batch 1/8/32; 1080p25 cameras (NVDEC) with SlowFast-R50 4x16 at one
+# inference per second, converting on the CPU (convert: cpu) and then with the graph on the GPU (convert: graph),
+# K swept to saturation: p99 capture→publish, CPU cores, GPU utilisation (nvidia-smi), and the largest K within p99
+# 500 ms for each (the lines "convert cpu: ..." and "convert graph: ..." at the end); what one frame's conversion
+# costs each way; end-to-end efficiency at batch 32; how many cameras without decoding stay under p99 500 ms. JSON
+# lines go to bench/results/<gpu-name>.jsonl and, when the device tool sets $OUT, to $OUT as well.
 #
 #   bench/gpu.sh            # on the GPU machine
 #   bench/gpu.sh --smoke    # anywhere: the same steps on the CPU with tiny models (about a minute)

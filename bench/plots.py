@@ -56,10 +56,11 @@ def draw(records: list[dict], outdir: Path, stem: str) -> list[Path]:
 
 def series_name(row: dict) -> str:
     """An end-to-end sweep's name: its mode, its workers per model (since 0.3.0), its model unless the demo's, and
-    its engine when OpenVINO (since 0.8.0; ONNX Runtime otherwise)."""
+    its engine when OpenVINO (since 0.8.0; ONNX Runtime otherwise), and its conversion when the graph's."""
     name = f"{row['mode']} x{row['workers']}" if "workers" in row else row["mode"]
     name = name if row.get("model", "motion_demo.onnx") == "motion_demo.onnx" else f"{name} {row['model']}"
-    return f"{name} {row['provider']}" if str(row.get("provider", "")).startswith("openvino") else name
+    name = f"{name} {row['provider']}" if str(row.get("provider", "")).startswith("openvino") else name
+    return f"{name} convert {row['convert']}" if str(row.get("convert", "")).startswith("graph") else name
 
 
 def _save(fig, path: Path) -> Path:

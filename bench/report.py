@@ -105,6 +105,36 @@ def tables(records: list[dict]) -> str:
             if r["bench"] == "regions_summary"
         ]
         out.append("")
+    decoded = [r for r in e2e if r.get("convert", "none") != "none"]
+    if decoded:
+        out += ["| convert | decode | K | clips/s | p99 ms | CPU cores | GPU util % |", "|---|---|---|---|---|---|---|"]
+        out += [
+            f"| {r['convert']} | {r['decode']} | {r['cameras']} | {r['clips_per_s']} | {r['latency_ms_p99']} "
+            f"| {r.get('cpu_cores')} | {r.get('gpu_util_percent')} |"
+            for r in decoded
+        ]
+        out += [
+            f"| {r['convert']}: largest K within p99 {r['p99_target_ms']:g} ms | | {r['max_cameras_within_target']} "
+            f"| | | {r['cpu_cores_there']} | {r['gpu_util_percent_there']} |"
+            for r in records
+            if r["bench"] == "e2e_summary" and r.get("convert", "none") != "none"
+        ]
+        out.append("")
+    convert = [r for r in records if r["bench"] == "convert"]
+    if convert:
+        out += ["| source | conversion | µs of CPU per frame (runs) | wall µs per frame |", "|---|---|---|---|"]
+        out += [
+            f"| {r['source']} | {r['variant']} | {r['cpu_us_per_frame']} ({', '.join(map(str, r['runs_cpu_us']))}) "
+            f"| {r['wall_us_per_frame']} |"
+            for r in convert
+        ]
+        out += [
+            f"| camera thread, {r['video']} | {r['variant']} | {r['cpu_us_per_decoded_frame']} per decoded frame "
+            f"({', '.join(map(str, r['runs']))}) | |"
+            for r in records
+            if r["bench"] == "convert_camera"
+        ]
+        out.append("")
     interp = [r for r in records if r["bench"] == "interp"]
     if interp:
         out += [

@@ -20,7 +20,7 @@ import numpy as np
 from agent.config import parse_config
 from agent.demo.scorecard import Segment, print_scorecard, score, segments_from_events
 from agent.demo.synthetic import write_scripted_stream
-from agent.live.app import Agent
+from agent.live.app import Agent, conversion_of
 from agent.live.events import Event
 from agent.live.sinks import MqttSink, Sink
 from agent.metrics import Metrics
@@ -102,9 +102,15 @@ def _broker_reachable(host: str = "127.0.0.1", port: int = 1883) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def run_demo(model: Path | None = None, mqtt: str | None = None, device: str = "auto", precision: str = "fp32") -> dict:
+def run_demo(
+    model: Path | None = None,
+    mqtt: str | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    convert: str | None = None,
+) -> dict:
     """Play the stream through the agent and print the scorecard; ``device`` and ``precision`` as the model's
-    config keys (``make demo``: auto, fp32)."""
+    config keys (``make demo``: auto, fp32), ``convert`` as the camera's (None: its default)."""
     model = model or DEMO_MODEL
     video, truth = ensure_stream()
     if mqtt is None and _broker_reachable():
@@ -112,7 +118,10 @@ def run_demo(model: Path | None = None, mqtt: str | None = None, device: str = "
     mqtt = mqtt or None  # "" means: terminal only
     config = parse_config(
         {
-            "cameras": [{"name": "demo", "url": str(video), "realtime": True, "every_s": 0.5}],
+            "cameras": [
+                {"name": "demo", "url": str(video), "realtime": True, "every_s": 0.5}
+                | ({"convert": convert} if convert else {})
+            ],
             "models": {"motion": {"path": str(model), "max_batch": 1, "device": device, "precision": precision}},
             "events": DEMO_EVENTS,
             "metrics": {"enabled": False},
@@ -129,6 +138,8 @@ def run_demo(model: Path | None = None, mqtt: str | None = None, device: str = "
     spec = runtime.spec
     print(f"model {model.name}: {spec.arch}, labels {', '.join(spec.labels)}")
     print(f"engine: {runtime.choice.engine} ({runtime.device}, {precision}) — {runtime.choice.why}")
+    conversion = conversion_of(config.cameras[0], config, runtime)
+    print(f"convert: {conversion.describe()} ({conversion.why})")
     print(f"stream {video.name}: {len(truth)} actions in {STREAM_MINUTES * 60:.0f} s; events to {mqtt or 'terminal'}")
 
     async def main() -> None:

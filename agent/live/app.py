@@ -5,7 +5,8 @@ starts. After that, one camera's or one model's failure never stops the others.
 
 The collaborators are passed in (``runtimes``, ``sink``, ``camera_factory``); by default they come from the config.
 Camera entries that name the same stream get one :class:`agent.live.sources.Stream` (one connection, one decoder),
-which the factory is handed with each entry's config.
+which the factory is handed with each entry's config; an entry that converts with the graph (``convert: graph``,
+:func:`conversion_of`) is also handed its :class:`agent.live.graphconvert.Conversion` (``conversion=``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import av
@@ -27,19 +28,21 @@ from agent.live.batcher import Batcher
 from agent.live.events import EventTracker, PersonEvents, tracked_labels, unknown_labels
 from agent.live.evidence.keeper import Evidence
 from agent.live.flowclips import FlowStage
+from agent.live.graphconvert import Conversion, resolve
 from agent.live.http import HttpServer
 from agent.live.people import IouTracker, PersonDetector, open_detector
 from agent.live.pipelines import CameraPipeline, ClipScoring, FusedScoring, PersonScoring, Scoring
 from agent.live.runtime import ModelRuntime
 from agent.live.sinks import MqttSink, Sink, StdoutSink
-from agent.live.sources import Camera, Stream
+from agent.live.sources import Camera, Stream, hw_unavailable
 from agent.live.webhooks import Webhooks
 from agent.metrics import Metrics
 from agent.spec import ModelSpec
 
 log = logging.getLogger("actionstream")
-# config, the spec of its model (a fused camera: of each model, by name), metrics, its stream → the camera
-CameraFactory = Callable[[CameraConfig, ModelSpec | Mapping[str, ModelSpec], Metrics, Stream], Camera]
+# (config, the spec of its model (a fused camera: of each model, by name), metrics, stream), and conversion= for
+# convert: graph
+CameraFactory = Callable[..., Camera]
 CAMERA_STATS = {  # key in the stats JSON → counter
     "frames_decoded": "actionstream_frames_decoded_total",
     "frames_sampled": "actionstream_frames_sampled_total",
@@ -73,6 +76,7 @@ class Agent:
         self._loaded = False
         self._pipelines: list[CameraPipeline] = []
         self._batchers: dict[str, Batcher] = {}
+        self._conversions: dict[str, Conversion] = {}  # by camera name, as wired
         self._sink_in_use: Sink | None = None
         self._started: float | None = None  # monotonic, once the cameras started
         self._groups = config.streams()  # the camera entries of each stream
@@ -105,6 +109,7 @@ class Agent:
         for camera in self.config.cameras:
             spec = self.runtimes[self.config.model_of(camera)].spec
             self._fusion(camera)  # fused models must all be clip models with the same labels
+            conversion_of(camera, self.config, self.runtimes[self.config.model_of(camera)])  # graph: one RGB model
             unknown = unknown_labels(self.config.events_of(camera), spec.labels)
             if unknown:
                 log.warning("camera %s: event settings name labels the model lacks: %s", camera.name, unknown)
@@ -194,7 +199,11 @@ class Agent:
         if stream is None:
             group = self._groups.get(key) or [config]
             stream = streams[key] = Stream(group[0], self.metrics, cameras=[c.name for c in group])
-        camera = self.camera_factory(config, specs if config.fusion is not None else spec, self.metrics, stream)
+        conversion = self._conversions[config.name] = conversion_of(config, self.config, self.runtimes[model])
+        graph = {"conversion": conversion} if conversion.mode == "graph" else {}
+        camera = self.camera_factory(
+            config, specs if config.fusion is not None else spec, self.metrics, stream, **graph
+        )
         if evidence is not None:
             evidence.attach(config, camera)
         events = self.config.events_of(config)
@@ -250,6 +259,7 @@ class Agent:
                     "labels": tracked_labels(p.tracker.config, p.tracker.labels),
                     "active": sorted(label for label, on in p.tracker.active().items() if on),
                     "latest": f"/api/cameras/{p.name}/latest.jpg",
+                    "convert": _convert_view(self._conversions.get(p.name)),
                     "record": evidence_streams.get(p.name),
                 }
             )
@@ -330,6 +340,35 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     """The first of a task group's errors (a model that kept failing, say), to be raised on its own."""
     first = group.exceptions[0]
     return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def conversion_of(camera: CameraConfig, config: AgentConfig, runtime: ModelRuntime) -> Conversion:
+    """How ``camera``'s frames become its model's input (``cameras[].convert``, resolved: see
+    :func:`agent.live.graphconvert.resolve`). A fused camera's and a flow model's frames are converted on the CPU
+    (``convert: graph`` there is a :class:`ConfigError`)."""
+    model = config.models[config.model_of(camera)]
+    if camera.fusion is not None or runtime.spec.flow_input is not None:
+        what = "fuses several models" if camera.fusion is not None else f"feeds flow model {config.model_of(camera)!r}"
+        if camera.convert == "graph":
+            raise ConfigError(
+                f"camera {camera.name!r}: convert: graph converts frames for one RGB model, and this camera {what}: "
+                "remove `convert` (or set it to cpu)"
+            )
+        return Conversion(why=f"the camera {what}: converted on the CPU")
+    return resolve(
+        camera.convert,
+        model_device=runtime.device,
+        device_id=model.device_id,
+        decodes_on_gpu=camera.hwaccel != "off" and hw_unavailable("cuda") is None,
+        person=runtime.spec.task == "person",
+    )
+
+
+def _convert_view(conversion: Conversion | None) -> dict[str, Any]:
+    """``/api/cameras``' ``convert``: the mode, where the graph runs, whether clips stay there, and why."""
+    c = conversion or Conversion()
+    device = f"{c.device}:{c.device_id}" if c.mode == "graph" else None
+    return {"mode": c.mode, "device": device, "on_device": c.on_device, "why": c.why}
 
 
 def check_zones(config: AgentConfig, specs: dict[str, ModelSpec]) -> None:

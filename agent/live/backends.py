@@ -43,6 +43,7 @@ import onnxruntime as ort
 
 from agent.config import ModelConfig
 from agent.errors import ConfigError, SpecError
+from agent.live.device import DeviceArray
 from agent.spec import Port, open_session
 
 if TYPE_CHECKING:
@@ -202,7 +203,9 @@ def batch_buckets(max_batch: int) -> list[int]:
 class OrtBackend:
     """ONNX Runtime. The CPU provider's threads do not spin between runs (the cameras' decoding threads need those
     cores). On CUDA the inputs go through IO binding into device buffers allocated once per input shape (only the
-    uint8 bytes cross the bus; normalisation happens in the graph), and batches are padded to :meth:`buckets`."""
+    uint8 bytes cross the bus; normalisation happens in the graph), and batches are padded to :meth:`buckets`.
+    Inputs already in the device's memory (a :class:`agent.live.device.DeviceArray`: clips converted there,
+    ``convert: graph``) are bound where they are, on either provider."""
 
     def __init__(
         self,
@@ -232,7 +235,7 @@ class OrtBackend:
         self.device = device
         self.inputs = [Port(i.name, i.type, list(i.shape)) for i in self.session.get_inputs()]
         self.outputs = [Port(o.name, o.type, list(o.shape)) for o in self.session.get_outputs()]
-        self.bound_device = ("cuda", device_id)  # where IO-bound inputs and outputs live
+        self.bound_device = ("cuda", device_id) if device == "cuda" else ("cpu", 0)  # where IO-bound outputs live
         self._device_inputs: dict[tuple, ort.OrtValue] = {}  # (name, shape, dtype) -> device buffer
         self._copy_in_place = True
 
@@ -246,10 +249,17 @@ class OrtBackend:
         return 1 if self.device == "cuda" else wanted  # CUDA: one stream
 
     def run(self, names: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if self.device != "cuda":
+        on_device = any(isinstance(v, DeviceArray) for v in inputs.values())
+        if self.device != "cuda" and not on_device:
             return self.session.run(names, inputs)
         binding = self.session.io_binding()
         for name, value in inputs.items():
+            if isinstance(value, DeviceArray):
+                binding.bind_input(name, *value.device, np.uint8, list(value.shape), value.ptr)
+                continue
+            if self.device != "cuda":
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+                continue
             if self._copy_in_place:
                 try:
                     binding.bind_ortvalue_input(name, self._on_device(name, value))

@@ -81,7 +81,8 @@ class ClipBuffer:
     grid; slot ``j`` holds the newest frame at or before instant ``j``. A frame is converted only when it is that
     frame for some instant: a frame exactly on an instant at once; otherwise when the next frame shows that no later
     frame precedes the instant. Clips end at the newest filled slot, every ``every_s`` (rounded to the grid), once a
-    full span is buffered. Memory: ``frames`` (finest input) × size² × 3 bytes, allocated once.
+    full span is buffered. Memory: ``frames`` (finest input) × size² × 3 bytes, allocated once (by ``ring``, given
+    the shape: host memory by default; ``convert: graph`` on CUDA keeps it on the GPU, its frames and clips too).
 
     A timestamp going backwards by more than a span, or forwards by more than a span, restarts the buffer: no clip
     mixes frames from both sides of such a break. Smaller backward steps drop the frame (``out_of_order``).
@@ -94,15 +95,17 @@ class ClipBuffer:
         *,
         camera: str = "camera",
         every_s: float = 1.0,
+        ring: Callable[[tuple[int, ...]], Any] | None = None,
     ) -> None:
         finest = min(spec.inputs, key=lambda i: i.stride_s)
         self.camera, self.convert = camera, convert
+        self.new_ring = ring or (lambda shape: np.zeros(shape, dtype=np.uint8))  # device memory: agent.live.device
         self.stride, self.frames = finest.stride_s, finest.frames
         self.span = spec.span_s
         self.every = max(1, round(every_s / self.stride))
         self.steps: dict[str, int] = {i.name: max(1, round(i.stride_s / self.stride)) for i in spec.inputs}
         self.counts = {i.name: i.frames for i in spec.inputs}
-        self.ring: np.ndarray | None = None  # allocated for the first frame's shape (crop none: the camera's)
+        self.ring: Any = None  # allocated for the first frame's shape (crop none: the camera's)
         self.slot_t = np.zeros(self.frames)
         self.slot_received = np.zeros(self.frames)
         self.slot_mono = np.full(self.frames, np.nan)
@@ -160,7 +163,7 @@ class ClipBuffer:
         if self.ring is None or self.ring.shape[1:] != item.rgb.shape:
             if self.ring is not None:  # the camera changed resolution (after a reconnect): no clip mixes sizes
                 self.first_slot = first
-            self.ring = np.zeros((self.frames, *item.rgb.shape), dtype=np.uint8)
+            self.ring = self.new_ring((self.frames, *item.rgb.shape))
         self._newest = (last, item.frame)
         for j in range(max(first, last - self.frames + 1), last + 1):
             k = j % self.frames

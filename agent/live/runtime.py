@@ -21,6 +21,7 @@ import numpy as np
 from agent.config import ModelConfig
 from agent.errors import SpecError
 from agent.live.backends import Backend, Choice, choose, open_backend
+from agent.live.device import DeviceArray, stack_into
 from agent.spec import ModelSpec, checked_spec
 
 
@@ -38,6 +39,7 @@ class ModelRuntime:
         self.buckets = self.backend.buckets(config.max_batch)
         self.workers = self.backend.workers(config.workers)
         self._padded: dict[tuple, np.ndarray] = {}  # host staging for stacked and padded batches
+        self._on_device: dict[tuple, DeviceArray] = {}  # the same in device memory (clips that live there)
 
     def _open(self) -> Backend:
         config = self.config
@@ -76,9 +78,19 @@ class ModelRuntime:
     def stack(self, name: str, arrays: list[np.ndarray]) -> np.ndarray:
         """``np.stack(arrays)`` into a host buffer reused across batches (no fresh megabytes per batch); on CUDA
         the buffer has the bucket's rows, so padding costs no copy. Valid until this thread's next ``stack`` of
-        ``name`` (each worker thread has its own buffers)."""
+        ``name`` (each worker thread has its own buffers). Clips in device memory (``convert: graph`` on CUDA) are
+        stacked there, into a device buffer kept the same way."""
         rows = max(self.bucket(len(arrays)), len(arrays))
-        staging = self._staging(name, (rows, *arrays[0].shape), arrays[0].dtype)
+        first = arrays[0]
+        if isinstance(first, DeviceArray):
+            key = (threading.get_ident(), name, (rows, *first.shape), first.device)
+            staging = self._on_device.get(key)
+            if staging is None:
+                if len(self._on_device) >= 64:
+                    self._on_device.clear()
+                staging = self._on_device[key] = DeviceArray.empty((rows, *first.shape), first.device)
+            return stack_into(list(arrays), staging)  # bound by address
+        staging = self._staging(name, (rows, *first.shape), first.dtype)
         return np.stack(arrays, out=staging[: len(arrays)])
 
     def _staging(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -91,6 +103,8 @@ class ModelRuntime:
         return staging
 
     def _pad(self, name: str, value: np.ndarray, rows: int) -> np.ndarray:
+        if isinstance(value, DeviceArray):  # stacked by :meth:`stack` into a buffer of the bucket's rows
+            return value.rows(rows)
         staging = self._staging(name, (rows, *value.shape[1:]), value.dtype)
         if value.base is not staging:  # stacked by :meth:`stack`: already in place
             staging[: len(value)] = value  # rows past it keep old clips: their scores are dropped

@@ -5,8 +5,10 @@ scaling, so threads decode in parallel; frames then land in the clip buffer with
 (no copies), and the event loop never waits on FFmpeg. One bad camera only ever stalls its own thread.
 
 Hardware decoding (``hwaccel``): NVDEC through PyAV's hwaccel, frames copied back to host memory (only the sampled
-ones are then converted). Whether the device works is probed once per process; when it does not, cameras decode
-in software and say so once.
+ones are then converted); when an entry of the stream converts with the graph on CUDA (``convert: graph``,
+:mod:`agent.live.graphconvert`), the frames stay in GPU memory instead and only what is converted on the CPU is
+downloaded. Whether the device works is probed once per process; when it does not, cameras decode in software and
+say so once.
 
 One decode per stream: camera entries that name the same stream (:func:`agent.config.stream_key`) share one
 :class:`Stream`: one connection, one thread, one decoder. Each decoded frame is handed to every entry (a
@@ -41,7 +43,9 @@ from av.codec.hwaccel import HWAccel
 from agent.config import SourceConfig
 from agent.frames import BestEffortTimestamp, Converter
 from agent.live.clips import Clip, ClipBuffer
+from agent.live.device import ring_factory
 from agent.live.flowclips import FlowBuffer
+from agent.live.graphconvert import CPU, Conversion, GraphConverter
 from agent.metrics import Metrics
 from agent.spec import ModelSpec
 from agent.urls import Redactor
@@ -159,6 +163,8 @@ class FrameSource:
         self._url = local_path(url) or url
         self.is_file = Path(self._url).is_file()
         self.transport: str | None = None  # RTSP: the transport the stream opened with
+        self.codec: str | None = None  # the decoder of the stream as opened (h264, hevc, mjpeg...)
+        self.frames_on_device = False  # NVDEC: frames stay in GPU memory (set by an entry converting there)
         self.up = False
         self.finished = False  # a non-looping file reached its end
         self.last_frame_at = 0.0  # monotonic
@@ -248,7 +254,11 @@ class FrameSource:
     def _open_stream(self) -> av.container.InputContainer:
         cfg = self.config
         # A codec the device cannot decode (MJPEG on NVDEC, say) falls back to software inside FFmpeg.
-        hw = HWAccel(self.hw_device, allow_software_fallback=True, options=HW_OPTIONS) if self.hw_device else None
+        hw = None
+        if self.hw_device:
+            hw = HWAccel(
+                self.hw_device, allow_software_fallback=True, options=HW_OPTIONS, is_hw_owned=self.frames_on_device
+            )
         timeout = (cfg.open_timeout_s, cfg.read_timeout_s)
         options = tls_options(self._url, cfg)
         if self._url.startswith(("rtsp://", "rtsps://")):
@@ -274,6 +284,7 @@ class FrameSource:
             if not container.streams.video:
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
+            self.codec = stream.codec_context.name
             if self.config.decode_threads:
                 stream.thread_count = self.config.decode_threads
             time_base = float(stream.time_base or 0)
@@ -511,7 +522,9 @@ class Camera:
 
     Its frames come from ``stream`` (shared with the other entries that name it), or from a stream of its own. Each
     sampled frame is converted for the entry's model: its ``region`` cut out, resized and cropped, its ``mask``
-    filled (:class:`agent.frames.Converter`); each clip carries the region it shows.
+    filled, by swscale (:class:`agent.frames.Converter`) or, with a ``conversion`` of mode graph, by the conversion
+    graph (:class:`agent.live.graphconvert.GraphConverter`; its clips then may live in GPU memory); each clip carries
+    the region it shows.
 
     The consumer always gets the newest clip: when it is slower than the camera, the older pending clip is
     dropped and counted (``frames_dropped_total{reason="stale_clip"}``). A file played as fast as it decodes
@@ -529,25 +542,37 @@ class Camera:
         spec: ModelSpec | Mapping[str, ModelSpec],
         metrics: Metrics,
         stream: Stream | None = None,
+        *,
+        conversion: Conversion = CPU,
     ) -> None:
         specs: dict[str | None, ModelSpec] = {None: spec} if isinstance(spec, ModelSpec) else dict(spec.items())
         self.config, self.spec, self.metrics = config, next(iter(specs.values())), metrics
-        region, mask = getattr(config, "region", None), getattr(config, "mask", [])
-        # One converter per model (each its own size), used by the source thread only. A flow model's frames are
-        # of the whole region, not cropped: its flow is computed on them and cropped after.
-        self.converters = {
-            name: Converter(one, region=region, mask=mask, threads=1, crop=one.flow_input is None)
-            for name, one in specs.items()
-        }
-        self.buffers: dict[str | None, ClipBuffer | FlowBuffer] = {
-            name: (FlowBuffer if one.flow_input is not None else ClipBuffer)(
-                one, self.converters[name], camera=config.name, every_s=config.every_s
-            )
-            for name, one in specs.items()
-        }
+        self.conversion = conversion
+        if conversion.mode == "graph" and (len(specs) > 1 or self.spec.flow_input is not None):
+            raise ValueError("the conversion graph converts for one RGB model; fused cameras and flow models: cpu")
         self.stream = stream or Stream(config, metrics)
         self.stream.add(self)
         self.source = self.stream.source
+        region, mask = getattr(config, "region", None), getattr(config, "mask", [])
+        # One converter per model (each its own size), used by the source thread only. A flow model's frames are
+        # of the whole region, not cropped: its flow is computed on them and cropped after.
+        self.converters: dict[str | None, Converter | GraphConverter] = {}
+        self.buffers: dict[str | None, ClipBuffer | FlowBuffer] = {}
+        source = self.source
+        for name, one in specs.items():
+            if conversion.mode == "graph":
+                converter: Converter | GraphConverter = GraphConverter(
+                    one, conversion, region=region, mask=mask, codec=lambda: source.codec
+                )
+                source.frames_on_device |= conversion.device == "cuda"
+            else:
+                converter = Converter(one, region=region, mask=mask, threads=1, crop=one.flow_input is None)
+            self.converters[name] = converter
+            if one.flow_input is not None:
+                self.buffers[name] = FlowBuffer(one, converter, camera=config.name, every_s=config.every_s)
+            else:
+                ring = ring_factory(conversion.where) if conversion.on_device else None
+                self.buffers[name] = ClipBuffer(one, converter, camera=config.name, every_s=config.every_s, ring=ring)
         self._labels = {"camera": config.name}
         self._sampled = metrics.frames_sampled.labels(**self._labels)
         self._loop: asyncio.AbstractEventLoop | None = None
