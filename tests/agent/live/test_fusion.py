@@ -123,6 +123,24 @@ def test_models_with_other_labels_cannot_be_fused(models, motion_video):
     assert "only rgb has 'move_left', 'move_right'" in message and "only other has 'run', 'walk'" in message
 
 
+@pytest.mark.parametrize("camera", [{}, {"fusion": None, "model": "flow"}], ids=["fused", "flow alone"])
+def test_the_conversion_graph_is_refused_for_fused_cameras_and_flow_models(models, motion_video, camera):
+    data = config(models, motion_video, realtime=False, convert="graph")
+    data["cameras"][0] |= camera
+    if not data["cameras"][0]["fusion"]:
+        del data["cameras"][0]["fusion"]
+    agent = Agent(parse_config(data), metrics=Metrics(), sink=Sink())
+    with pytest.raises(ConfigError) as err:
+        agent.load()
+    what = "fuses several models" if camera == {} else "feeds flow model 'flow'"
+    assert str(err.value) == (
+        f"camera 'door': convert: graph converts frames for one RGB model, and this camera {what}: "
+        "remove `convert` (or set it to cpu)"
+    )
+    data["cameras"][0]["convert"] = "cpu"  # the same camera converting on the CPU loads
+    Agent(parse_config(data), metrics=Metrics(), sink=Sink()).load()
+
+
 def clip(model: str, end: float, span: float = 1.0) -> Clip:
     return Clip("door", 1, {}, end - span, end, 1000.0 + end, received_mono=end, model=model)
 
