@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import onnxruntime
 import pytest
 import torch
 import torchvision
+import yaml
 
 from agent import cli
 from agent.offline.video import frame_times, read_clips
@@ -30,6 +33,7 @@ from export import to_onnx
 from export.checkpoints import load_weights, read_checkpoint, save_checkpoint
 from export.models import ARCHS, build_model
 from tests.export.test_models_archs import randomised_torchvision_s3d
+from tests.rtsp_server import free_port
 from tests.videos import pattern_video
 
 SIZE = 64
@@ -298,3 +302,29 @@ def test_actionstream_infer_runs_the_export_with_its_sampling(exports, video, tm
         scores = session.run(["scores"], {"clip": frames[None]})[0][0]
         label, score = window["top"][0]
         assert label == spec.labels[int(np.argmax(scores))] and score == pytest.approx(float(scores.max()), abs=1e-5)
+
+
+def test_actionstream_run_gives_events_from_a_tsm_and_an_x3d_export_on_a_file_camera(exports, video, tmp_path):
+    """``actionstream run`` with both exports on one file camera (an entry per model, one decode): each model's
+    clips give events named after it, and the agent ends with the file."""
+    archs = ["tsm_r50_1x1x8", "x3d_s_13x6x1"]
+    config = {
+        "cameras": [{"name": a.split("_")[0], "url": str(video), "realtime": False, "model": a} for a in archs],
+        "models": {a: {"path": str(exports(a).path)} for a in archs},
+        "events": {"threshold": 0.05, "end_threshold": 0.01, "min_hits": 1},  # 5 labels: the top is above 0.2
+        "metrics": {"host": "127.0.0.1", "port": free_port()},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "-c", str(tmp_path / "config.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    for arch in archs:
+        mine = [e for e in events if e["model"] == arch]
+        assert {e["camera"] for e in mine} == {arch.split("_")[0]}
+        assert any(e["type"] == "start" and e["label"] in LABELS for e in mine), arch
+        assert {e["clip"]["end"] for e in mine if e["type"] != "end"}  # scored clips of the file's time

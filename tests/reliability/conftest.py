@@ -50,7 +50,7 @@ def pytest_deselected(items):
 def pytest_collection_finish(session):
     """Forget what the tests about to run recorded before (they record again) and what vanished tests recorded."""
     running = {i.nodeid for i in session.items if "reliability/" in i.nodeid}
-    if not running:
+    if not running or session.config.option.collectonly:
         return
     existing = {i.nodeid for i in [*session.items, *_DESELECTED]}
     collected_files = {n.split("::")[0] for n in existing}
