@@ -1,7 +1,8 @@
 """MMAction2 1.2.0 in its own venv under ``.cache/`` (built once, reused): the reference of parity tests and benches.
 
-The recipe is the one that works on this project's machines: torch 2.13.0 first, then the OpenMMLab packages,
-then a stub for ``mmaction/models/localizers/drn`` which the 1.2.0 wheel imports but does not ship.
+The recipe is the one that works on this project's machines: torch 2.13.0 first, then the OpenMMLab packages, then
+OpenCV's contrib build (TV-L1 flow), then a stub for ``mmaction/models/localizers/drn`` which the 1.2.0 wheel imports
+but does not ship.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".cache" / "mmaction2-venv"
 PACKAGES = ["mmengine==0.10.7", "mmcv-lite==2.1.0", "mmaction2==1.2.0", "importlib_metadata"]
+# After PACKAGES, over mmcv-lite's opencv-python: cv2.optflow (TV-L1), which tools/misc/flow_extraction.py calls.
+CONTRIB = "opencv-contrib-python==5.1.0.95"
+RECIPE = f"mmaction2 1.2.0, {CONTRIB}\n"  # a venv built by another recipe is built again
 
 
 def python() -> Path:
@@ -22,9 +26,9 @@ def python() -> Path:
     VENV.parent.mkdir(parents=True, exist_ok=True)
     with open(VENV.parent / "mmaction2-venv.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.exists():
+        if not ready.exists() or ready.read_text() != RECIPE:
             _build()
-            ready.write_text("mmaction2 1.2.0\n")
+            ready.write_text(RECIPE)
     return VENV / "bin" / "python"
 
 
@@ -33,6 +37,7 @@ def _build() -> None:
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
     subprocess.run([*pip, "torch==2.13.0"], check=True)
     subprocess.run([*pip, *PACKAGES], check=True)
+    subprocess.run([*pip, CONTRIB], check=True)
     site = subprocess.run(
         [str(VENV / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True,
