@@ -58,25 +58,22 @@ def spread(model: torch.nn.Module, inputs: torch.Tensor) -> None:
         fc.bias.mul_(scale)
 
 
-def main() -> None:
-    register_all_modules()
-    torch.set_num_threads(2)
-    request = json.load(open(sys.argv[1]))
-    for job in request.get("jobs", []):
-        model = MODELS.build(model_config(job["config"], job.get("overrides", {})))
-        clip = torch.from_numpy(np.load(job["clip"]))  # T H W C, uint8
-        if job["format_shape"] == "NCHW":
-            inputs = clip.permute(0, 3, 1, 2).contiguous()  # [segments, C, H, W]
-        else:
-            inputs = clip.permute(3, 0, 1, 2)[None].contiguous()  # [1 view, C, T, H, W]
-        randomise(model, inputs, job["seed"])
-        spread(model, inputs)
-        with torch.no_grad():
-            result = model.test_step({"inputs": [inputs], "data_samples": [ActionDataSample()]})
-        meta = {"seed": np.int64(job["seed"]), "mmaction2": "1.2.0"}  # numpy in meta, as real checkpoints have
-        torch.save({"meta": meta, "state_dict": model.state_dict()}, job["checkpoint"])
-        np.save(job["probs"], result[0].pred_score.numpy())
-        print(f"mmaction2: {job['config']} done", flush=True)
+def run_job(job: dict, inputs: torch.Tensor) -> None:
+    """Builds the job's model, randomises and spreads it on ``inputs``, and saves an MMAction2-style checkpoint and
+    MMAction2's probabilities for ``inputs``."""
+    model = MODELS.build(model_config(job["config"], job.get("overrides", {})))
+    randomise(model, inputs, job["seed"])
+    spread(model, inputs)
+    with torch.no_grad():
+        result = model.test_step({"inputs": [inputs], "data_samples": [ActionDataSample()]})
+    meta = {"seed": np.int64(job["seed"]), "mmaction2": "1.2.0"}  # numpy in meta, as real checkpoints have
+    torch.save({"meta": meta, "state_dict": model.state_dict()}, job["checkpoint"])
+    np.save(job["probs"], result[0].pred_score.numpy())
+    print(f"mmaction2: {job['config']} done", flush=True)
+
+
+def report_keys(request: dict) -> None:
+    """The state-dict keys (with shapes) and parameter counts of the full-size models ``request["keys"]`` names."""
     keys = {}
     for name, path in request.get("keys", {}).items():
         model = MODELS.build(model_config(path, {}))
@@ -87,6 +84,20 @@ def main() -> None:
         }
     if keys:
         Path(request["keys_out"]).write_text(json.dumps(keys))
+
+
+def main() -> None:
+    register_all_modules()
+    torch.set_num_threads(2)
+    request = json.load(open(sys.argv[1]))
+    for job in request.get("jobs", []):
+        clip = torch.from_numpy(np.load(job["clip"]))  # T H W C, uint8
+        if job["format_shape"] == "NCHW":
+            inputs = clip.permute(0, 3, 1, 2).contiguous()  # [segments, C, H, W]
+        else:
+            inputs = clip.permute(3, 0, 1, 2)[None].contiguous()  # [1 view, C, T, H, W]
+        run_job(job, inputs)
+    report_keys(request)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,8 @@ import torch
 warnings.filterwarnings("ignore")
 
 import mmaction  # noqa: E402
-from mmaction.registry import MODELS  # noqa: E402
-from mmaction.structures import ActionDataSample  # noqa: E402
 from mmaction.utils import register_all_modules  # noqa: E402
-from mmaction2_archs_side import model_config, spread  # noqa: E402  (this folder is on sys.path)
-from mmaction2_side import randomise  # noqa: E402
+from mmaction2_archs_side import report_keys, run_job  # noqa: E402  (this folder is on sys.path)
 
 TOOL = Path(mmaction.__file__).parent / ".mim" / "tools" / "misc" / "flow_extraction.py"
 
@@ -86,26 +83,8 @@ def main() -> None:
         np.save(job["out"], np.stack(out))
         print(f"mmaction2: {len(pairs)} {job['method']} flow fields", flush=True)
     for job in request.get("jobs", []):
-        model = MODELS.build(model_config(job["config"], job.get("overrides", {})))
-        inputs = inputs_of(np.load(job["flow"]), job["clip_len"], job["format_shape"])
-        randomise(model, inputs, job["seed"])
-        spread(model, inputs)
-        with torch.no_grad():
-            result = model.test_step({"inputs": [inputs], "data_samples": [ActionDataSample()]})
-        meta = {"seed": np.int64(job["seed"]), "mmaction2": "1.2.0"}
-        torch.save({"meta": meta, "state_dict": model.state_dict()}, job["checkpoint"])
-        np.save(job["probs"], result[0].pred_score.numpy())
-        print(f"mmaction2: {job['config']} done", flush=True)
-    keys = {}
-    for name, path in request.get("keys", {}).items():
-        model = MODELS.build(model_config(path, {}))
-        keys[name] = {
-            "config": path,
-            "num_params": sum(p.numel() for p in model.parameters()),
-            "state_dict": {k: list(v.shape) for k, v in model.state_dict().items()},
-        }
-    if keys:
-        Path(request["keys_out"]).write_text(json.dumps(keys))
+        run_job(job, inputs_of(np.load(job["flow"]), job["clip_len"], job["format_shape"]))
+    report_keys(request)
 
 
 if __name__ == "__main__":
