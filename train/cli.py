@@ -173,40 +173,27 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate, evaluate_fused, format_report
 
+    options = {
+        "root": args.root,
+        "fmt": args.format,
+        "batch_size": args.batch_size,
+        "test_clips": args.test_clips,
+        "num_workers": args.workers,
+        "progress": True,
+        "flow_method": args.flow_method,
+        "confusion_png": args.confusion,
+    }
     if args.fuse:
         checkpoints = [args.checkpoint, *args.fuse]
         weights = args.weights or [1.0] * len(checkpoints)
         if len(weights) != len(checkpoints):
             raise ConfigError(f"--weights: {len(checkpoints)} checkpoints need {len(checkpoints)} weights")
-        metrics, labels, each = evaluate_fused(
-            checkpoints,
-            weights,
-            args.data,
-            root=args.root,
-            fmt=args.format,
-            batch_size=args.batch_size,
-            test_clips=args.test_clips,
-            num_workers=args.workers,
-            progress=True,
-            flow_method=args.flow_method,
-            confusion_png=args.confusion,
-        )
+        metrics, labels, each = evaluate_fused(checkpoints, weights, args.data, **options)
         for path, weight, alone in zip(checkpoints, weights, each, strict=True):
             print(f"{path} (weight {weight:g}):\n{format_report(alone, labels, per_class=False)}")
         print(f"fused ({' + '.join(f'{w:g} x {p}' for w, p in zip(weights, checkpoints, strict=True))}):")
     else:
-        metrics, labels = evaluate(
-            args.checkpoint,
-            args.data,
-            root=args.root,
-            fmt=args.format,
-            batch_size=args.batch_size,
-            test_clips=args.test_clips,
-            num_workers=args.workers,
-            progress=True,
-            confusion_png=args.confusion,
-            flow_method=args.flow_method,
-        )
+        metrics, labels = evaluate(args.checkpoint, args.data, **options)
     print(format_report(metrics, labels))
     if args.json is not None:
         payload = {
