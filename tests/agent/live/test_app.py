@@ -20,14 +20,17 @@ RUN_S = 0.8  # each model run: three clip periods of the live camera below
 
 
 class Sink:
-    """Keeps every event's clip time (one event per scored clip: see ``EVERY_CLIP``), nothing else."""
+    """Keeps the events it is given; states, statuses, stats and announcements go nowhere."""
 
     def __init__(self) -> None:
-        self.scored: list[float] = []
+        self.events: list = []
 
     def publish_event(self, event) -> None:
-        if event.type != "end":  # (the end at shutdown comes without a clip)
-            self.scored.append(event.received_at)
+        self.events.append(event)
+
+    def scored(self) -> list[float]:
+        """The clip time of every event a clip caused (the end at shutdown comes without one)."""
+        return [e.received_at for e in self.events if e.type != "end"]
 
     def publish_state(self, camera: str, label: str, on: bool) -> None: ...
     def publish_status(self, camera: str, online: bool) -> None: ...
@@ -83,7 +86,7 @@ def _run_agent(model, cameras: list[dict], seconds: float | None, fail: str | No
         await asyncio.wait_for(agent.run(stop), 60)
 
     asyncio.run(main())
-    return submitted, sink.scored, metrics
+    return submitted, sink.scored(), metrics  # one event per scored clip: see ``EVERY_CLIP``
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from agent.live.clips import Clip
 from agent.live.events import EventTracker
 from agent.live.pipelines import FusedScoring, Work
 from agent.metrics import Metrics
+from tests.agent.live.test_app import Sink
 from tests.agent.two_stream import LABELS, two_stream_models
 from tests.agent.two_stream import motion_video as make_video
 
@@ -26,24 +27,6 @@ pytest.importorskip("cv2")
 
 # Every fused row gives an event: the first label always starts, never ends, updates are due at once.
 EVERY_ROW = {"threshold": 1e-9, "end_threshold": 0.0, "min_hits": 1, "update_s": 1e-9, "include": ["move_left"]}
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list = []
-
-    def publish_event(self, event) -> None:
-        self.events.append(event)
-
-    def publish_state(self, camera: str, label: str, on: bool) -> None: ...
-    def publish_status(self, camera: str, online: bool) -> None: ...
-    def publish_stats(self, stats: dict) -> None: ...
-    def announce(self, camera, labels) -> None: ...
-
-    async def __aenter__(self) -> Sink:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None: ...
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,7 @@ def test_the_agent_runs_with_the_graph_on_the_cpu_and_says_so(video, tmp_path, c
         sink = Sink()
         agent = Agent(config, metrics=Metrics(), sink=sink)
         asyncio.run(asyncio.wait_for(agent.run(asyncio.Event()), 90))  # a file, consumer-paced: ends by itself
-        scored[convert], views[convert] = len(sink.scored), agent.cameras_view()[0]["convert"]
+        scored[convert], views[convert] = len(sink.scored()), agent.cameras_view()[0]["convert"]
     assert scored["graph"] == scored[None] >= 3
     assert views["graph"] == {"mode": "graph", "device": "cpu:0", "on_device": False, "why": "convert: graph"}
     assert views[None]["mode"] == "cpu" and views[None]["device"] is None

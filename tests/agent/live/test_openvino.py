@@ -35,6 +35,7 @@ from agent.metrics import Metrics
 from export import to_onnx
 from export.checkpoints import save_checkpoint
 from export.models import ARCHS, PERSON_ARCHS, build_model
+from tests.agent.live.test_app import Sink
 from tests.export.test_to_onnx_archs import CASES as ARCH_CASES
 from tests.person_graphs import box_scorer, constant_detector
 
@@ -212,24 +213,6 @@ def test_the_batcher_runs_openvino_as_it_runs_onnx_runtime(workers):
     assert metrics.value("actionstream_batch_size_count", model="m") == 1
     assert metrics.value("actionstream_batch_size_sum", model="m") == 4
     assert metrics.value("actionstream_clips_inferred_total", model="m") == 4
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list = []
-
-    def publish_event(self, event) -> None:
-        self.events.append(event)
-
-    def publish_state(self, camera: str, label: str, on: bool) -> None: ...
-    def publish_status(self, camera: str, online: bool) -> None: ...
-    def publish_stats(self, stats: dict) -> None: ...
-    def announce(self, camera, labels) -> None: ...
-
-    async def __aenter__(self) -> Sink:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None: ...
 
 
 def events_of(video: Path, device: str) -> list:
