@@ -31,7 +31,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -508,13 +508,17 @@ class Stream:
 
     def _next_clip_t(self) -> float | None:
         """The stream time of the frame the next clip of any entry ends at (None while any entry has no frame)."""
-        due: float | None = None
-        for entry in self.entries:
-            t = entry.next_clip_t()
-            if t is None:
-                return None
-            due = t if due is None else min(due, t)
-        return due
+        return earliest(entry.next_clip_t() for entry in self.entries)
+
+
+def earliest(dues: Iterable[float | None]) -> float | None:
+    """The earliest of ``dues``, or None when any is None (a clip buffer before its first frame)."""
+    due: float | None = None
+    for t in dues:
+        if t is None:
+            return None
+        due = t if due is None else min(due, t)
+    return due
 
 
 class Camera:
@@ -591,13 +595,7 @@ class Camera:
 
     def next_clip_t(self) -> float | None:  # source
         """The stream time of the frame the next clip of any of its models ends at (None before the first frame)."""
-        due: float | None = None
-        for buffer in self.buffers.values():
-            t = buffer.next_clip_t()
-            if t is None:
-                return None
-            due = t if due is None else min(due, t)
-        return due
+        return earliest(buffer.next_clip_t() for buffer in self.buffers.values())
 
     def _on_frame(self, frame: av.VideoFrame, t: float, received: float, received_mono: float) -> None:  # source
         self.latest = (frame, received)
