@@ -188,6 +188,22 @@ def thread_cpu_seconds() -> dict[int, float]:
     return out
 
 
+def stream_links(video: Path, k: int, folder: str) -> list[Path]:
+    """K names of ``video`` (links under ``CACHE / folder``): camera entries that name one file share its stream
+    (one decode per stream), while K cameras on these are K streams."""
+    where = CACHE / folder
+    where.mkdir(parents=True, exist_ok=True)
+    links = []
+    for i in range(k):
+        link = where / f"cam{i:03d}{video.suffix}"
+        if link.is_symlink() and link.resolve() != video.resolve():
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(video.resolve())
+        links.append(link)
+    return links
+
+
 def test_video(seconds: int, width: int, height: int, fps: int = 25, name: str | None = None) -> Path:
     """A moving test pattern encoded with H.264 (PyAV's encoder, so no ffmpeg CLI is needed), cached."""
     import av

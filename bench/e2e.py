@@ -56,7 +56,16 @@ from agent.live.batcher import piece_rows
 from agent.live.clips import Clip
 from agent.live.sources import Camera, hw_device
 from agent.metrics import Metrics
-from bench.common import CACHE, DEMO_MODEL, Emitter, GpuUtilisation, ProcessStats, ThreadCpu, percentiles, test_video
+from bench.common import (
+    DEMO_MODEL,
+    Emitter,
+    GpuUtilisation,
+    ProcessStats,
+    ThreadCpu,
+    percentiles,
+    stream_links,
+    test_video,
+)
 from bench.model import random_batch, runtime_for, time_runs
 
 
@@ -138,21 +147,10 @@ class SyntheticCamera:
 
 
 def camera_urls(video: Path | None, k: int) -> list[str]:
-    """One URL per camera: K links to the video, since camera entries that name one file would share its decoder
-    (one decode per stream), and each simulated camera is a stream of its own."""
+    """One URL per camera: each simulated camera is a stream of its own (a link to the video of its own)."""
     if video is None:
         return [f"synthetic-{i}" for i in range(k)]
-    links = CACHE / "e2e-cameras"
-    links.mkdir(parents=True, exist_ok=True)
-    urls = []
-    for i in range(k):
-        link = links / f"cam{i:03d}{video.suffix}"
-        if link.is_symlink() and link.resolve() != video.resolve():
-            link.unlink()
-        if not link.is_symlink():
-            link.symlink_to(video.resolve())
-        urls.append(str(link))
-    return urls
+    return [str(link) for link in stream_links(video, k, "e2e-cameras")]
 
 
 def agent_config(args: argparse.Namespace, k: int, video: Path | None, label: str) -> dict:

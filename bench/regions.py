@@ -31,7 +31,7 @@ from pathlib import Path
 from agent.config import parse_config
 from agent.live.sources import Camera, Stream
 from agent.metrics import Metrics
-from bench.common import CACHE, Emitter, ThreadCpu, test_video
+from bench.common import Emitter, ThreadCpu, stream_links, test_video
 from bench.decode import SLOWFAST_4X16
 
 QUARTERS = [[0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 1.0, 0.5], [0.0, 0.5, 0.5, 1.0], [0.5, 0.5, 1.0, 1.0]]
@@ -46,23 +46,9 @@ VARIANTS: dict[str, list[dict]] = {
 }
 
 
-def links(video: Path, k: int) -> list[Path]:
-    """K names of the video: cameras that name one file share its stream, these are K streams."""
-    folder = CACHE / "regions-cameras"
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(k):
-        link = folder / f"cam{i}{video.suffix}"
-        if link.is_symlink() and link.resolve() != video.resolve():
-            link.unlink()
-        if not link.is_symlink():
-            link.symlink_to(video.resolve())
-        out.append(link)
-    return out
-
-
 async def _run(video: Path, entries: list[dict], seconds: float, warmup: float) -> dict:
-    own = [links(video, len(entries))[i] if e.get("own") else video for i, e in enumerate(entries)]
+    links = stream_links(video, len(entries), "regions-cameras")
+    own = [link if e.get("own") else video for e, link in zip(entries, links, strict=True)]
     cameras = [
         {"name": f"cam{i}", "url": str(url), "loop": True, "decode_threads": 1, "every_s": 1.0}
         | {k: v for k, v in e.items() if k != "own"}
